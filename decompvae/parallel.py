@@ -1,0 +1,54 @@
+"""Device mesh and placement helpers: the only module that decides where arrays live.
+
+Data parallelism is `jax.jit` over a one-axis `Mesh` ('data') with global-view arrays: parameters and
+optimiser state are replicated (`P()`), batches are split along their leading axis (`P('data')`). The
+objective is written for the *global* batch, so batch-level divergences (MMD, inclusive KL) do not change
+with the number of devices; XLA inserts the collectives. See BUILD_NOTES.md ("Data parallelism").
+"""
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A one-axis mesh over `devices` (default: every device of every process).
+
+  The axis type is `Auto`, so sharding propagates through the library's plain `jnp` code without
+  explicit `reshard` calls (jax >= 0.7 makes `Explicit` the `make_mesh` default).
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Sharding of a replicated array (parameters, optimiser state, the device-resident dataset)."""
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Sharding of a batch split along its leading axis over the 'data' axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  """Raises ValueError unless the global batch splits evenly over the mesh's devices."""
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ValueError(
+        f"batch size {batch_size} does not split evenly over {n} devices; choose a multiple of {n} "
+        f"(e.g. {max(n, batch_size // n * n)}) or run on fewer devices.")
+
+
+def replicate(tree, mesh: Mesh):
+  """Places every leaf of `tree` on all devices of `mesh` (works across processes)."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def shard_host_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
+  """Assembles a global batch from each process's local share (the host-streaming path)."""
+  return jax.make_array_from_process_local_data(batch_sharded(mesh), local_batch)
