@@ -45,56 +45,62 @@ def init_state(key: jax.Array, x_example, *, model, optimizer: optax.GradientTra
 def make_train_step(*, model, prior_name: str, latent_dim: int, prior_hp: Mapping[str, Any],
                     optimizer: optax.GradientTransformation, divergence: str = "mmd_dim",
                     analytic_kl: bool = True) -> Callable[..., tuple[TrainState, Metrics]]:
-  """Builds the pure training step `train_step(state, x, key, *, beta, alpha) -> (state, metrics)`.
+  """Builds the pure training step `train_step(state, x, key, *, beta, alpha, **prior_hp) -> (state, metrics)`.
 
   One update of  min_θ  −mean_b[ E_q log p(x_b|z) − β KL(q(z|x_b) ‖ p(z)) ] + α D(q(z), p(z))  (SPEC §1)
   with respect to the network parameters and, when `state.params["prior"]` is non-empty, the prior's
   learnable arrays, which `make_prior(prior_name, latent_dim, **prior_hp, **prior_params)` consumes.
 
-  `beta` and `alpha` are arguments rather than closure constants so that a sweep can `jax.vmap` the step
-  over them; bind Python floats with `functools.partial` for a single run (then `alpha=0.0` skips the
-  divergence entirely). The returned function is pure and un-jitted: callers choose jit, shardings,
+  `beta`, `alpha` and keyword prior hyperparameters (overriding `prior_hp`, e.g. `gamma`) are arguments
+  rather than closure constants so that a sweep can `jax.vmap` the step over them; bind Python floats
+  with `functools.partial` for a single run (then `alpha=0.0` skips the divergence entirely). The returned function is pure and un-jitted: callers choose jit, shardings,
   donation, vmap or scan.
   """
 
-  def loss_fn(params, batch_stats, x, key, beta, alpha):
-    pz = priors.make_prior(prior_name, latent_dim, **prior_hp, **params["prior"])
+  def loss_fn(params, batch_stats, x, key, beta, alpha, hp):
+    pz = priors.make_prior(prior_name, latent_dim, **{**prior_hp, **hp}, **params["prior"])
     variables = {"params": params["model"], **({"batch_stats": batch_stats} if batch_stats else {})}
     loss, (metrics, updates) = objectives.vae_loss(
         variables, x, key, model=model, pz=pz, beta=beta, alpha=alpha, divergence=divergence,
         analytic_kl=analytic_kl, train=True)
     return loss, (metrics, updates.get("batch_stats", batch_stats))
 
-  def train_step(state: TrainState, x, key, *, beta, alpha) -> tuple[TrainState, Metrics]:
+  def train_step(state: TrainState, x, key, *, beta, alpha, **hp) -> tuple[TrainState, Metrics]:
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state.batch_stats, x, key, beta, alpha)
+        state.params, state.batch_stats, x, key, beta, alpha, hp)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
 
   return train_step
 
 
-def step_key(seed_key: jax.Array, step) -> jax.Array:
-  """The key of training step `step`: `fold_in(key(seed), step)` (STYLE §5); never checkpointed."""
-  return jax.random.fold_in(seed_key, step)
+def seed_keys(seed) -> tuple[jax.Array, jax.Array]:
+  """`(init_key, steps_key)` of a run: every random choice derives from the one seed (traceable)."""
+  init_key, steps_key = jax.random.split(jax.random.key(seed))
+  return init_key, steps_key
+
+
+def step_key(steps_key: jax.Array, step) -> jax.Array:
+  """The key of training step `step`: `fold_in(steps_key, step)` (STYLE §5); never checkpointed."""
+  return jax.random.fold_in(steps_key, step)
 
 
 def make_fused_steps(train_step: Callable[..., tuple[TrainState, Metrics]],
                      batch_fn: Callable[[jax.Array], jax.Array], num_steps: int, *,
                      unroll: int | bool = 1) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
-  """`num_steps` training steps in one call, on device-resident data: `(state, seed_key) -> (state, metrics)`.
+  """`num_steps` training steps in one call, on device-resident data: `(state, steps_key) -> (state, metrics)`.
 
-  Step t uses batch `batch_fn(t)` and key `step_key(seed_key, t)`, exactly as the one-step loop does, so
+  Step t uses batch `batch_fn(t)` and key `step_key(steps_key, t)`, exactly as the one-step loop does, so
   the result equals `num_steps` single calls. Metrics come back stacked, shape [num_steps], fetched once
   per call. `unroll=True` is the right choice on XLA:CPU, where a rolled `lax.scan` around convolution
   gradients runs 5–30× slower; keep 1 on GPU/TPU (see BUILD_NOTES.md).
   """
 
-  def fused(state: TrainState, seed_key: jax.Array) -> tuple[TrainState, Metrics]:
+  def fused(state: TrainState, steps_key: jax.Array) -> tuple[TrainState, Metrics]:
     def body(state, _):
-      return train_step(state, batch_fn(state.step), step_key(seed_key, state.step))
+      return train_step(state, batch_fn(state.step), step_key(steps_key, state.step))
     return jax.lax.scan(body, state, None, length=num_steps, unroll=unroll)
 
   return fused

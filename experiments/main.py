@@ -6,9 +6,11 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import checkpointing
 from experiments import configs
 from experiments import loop
 from experiments import sweep as sweep_lib
+from experiments import tasks
 
 # Shortcut flags: name -> (config path, type, help). Each defaults to None, meaning "keep the preset";
 # every other field is reachable as --config.<group>.<field>=value.
@@ -51,7 +53,11 @@ def define_flags(experiment: str) -> dict:
   flags.DEFINE_bool("smoke", False, "Tiny settings that run in seconds (a check, not a result).")
   flags.DEFINE_bool("start_over", False, "If --workdir holds a run with another config, move it aside "
                     "into workdir/previous-<time>/ and start afresh (nothing is deleted).")
-  flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize() (multi-host TPU/GPU).")
+  flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize() (multi-host TPU/GPU); on "
+                    "Cloud TPU and SLURM it finds its peers itself, elsewhere give the three flags below.")
+  flags.DEFINE_string("coordinator_address", None, "--multiprocess: host:port of process 0.")
+  flags.DEFINE_integer("num_processes", None, "--multiprocess: number of processes.")
+  flags.DEFINE_integer("process_id", None, "--multiprocess: this process's index.")
   flags.DEFINE_enum("data_source", None, _DATA_SOURCES[experiment], "Where the data comes from "
                     "(auto: the real file or prepared TFDS if given, else the offline default).")
   flags.DEFINE_enum("divergence", None, _DIVERGENCES, "The divergence D(q(z), p(z)).")
@@ -88,7 +94,7 @@ def run(experiment: str) -> None:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     fl = flags.FLAGS
     if fl.multiprocess:
-      jax.distributed.initialize()
+      jax.distributed.initialize(fl.coordinator_address, fl.num_processes, fl.process_id)
     logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
     try:
       config = resolve_config(experiment, shortcuts)
@@ -101,7 +107,7 @@ def run(experiment: str) -> None:
         sweep_lib.train_sweep(config, members, workdir, start_over=fl.start_over)
       else:
         loop.train_and_evaluate(config, workdir, start_over=fl.start_over)
-    except loop.RunError as e:
+    except (loop.RunError, tasks.DataError, checkpointing.CheckpointError, FloatingPointError) as e:
       logging.error("%s", e)
       sys.exit(f"error: {e}")
 

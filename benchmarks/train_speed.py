@@ -1,0 +1,154 @@
+"""Training throughput (images/s) of the jitted step, fused loops, sweeps and simulated devices, as JSON.
+
+  python -m benchmarks.train_speed                 # everything, on the devices present
+  python -m benchmarks.train_speed --only=dsprites,mmd --steps=30
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.train_speed --only=dsprites
+
+Each case runs the real experiment code (`experiments.loop.member_steps` on device-resident data), times
+`--steps` steps after a warm-up call (compilation excluded) and reports the median of `--repeats`.
+The data are the coarse rendered dSprites grid (batch speed does not depend on the dataset's size) and
+Debian's Fashion-MNIST files.
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+flags.DEFINE_list("only", [], "Cases to run: dsprites, fused, mmd, fashion_mnist, sweep, data (default all).")
+flags.DEFINE_integer("steps", 40, "Timed steps per repeat.")
+flags.DEFINE_integer("repeats", 3, "Repeats; the median is reported.")
+flags.DEFINE_integer("fuse", 10, "Steps per call of the fused loop.")
+flags.DEFINE_integer("sweep_members", 8, "Members of the sweep case.")
+FLAGS = flags.FLAGS
+
+
+def _allocator() -> str:
+  preload = os.environ.get("LD_PRELOAD", "")
+  for name in ("tcmalloc", "jemalloc", "mimalloc"):
+    if name in preload:
+      return name
+  return "glibc malloc (default)"
+
+
+def _time(fn, steps_per_call: int, calls: int, repeats: int) -> float:
+  """Median seconds per step of `fn()` (one call = steps_per_call steps), after one warm-up call."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    for _ in range(calls):
+      out = fn()
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - t) / (calls * steps_per_call))
+  return statistics.median(times)
+
+
+def _setup(experiment, prior, batch_size, **overrides):
+  from experiments import configs, loop, tasks  # pylint: disable=g-import-not-at-top
+  from decompvae import parallel  # pylint: disable=g-import-not-at-top
+  c = configs.get_config(experiment, prior, smoke=True)
+  c.optim.batch_size = batch_size
+  c.data.max_examples = 0 if experiment == "fashion_mnist" else c.data.max_examples
+  c.update_from_flattened_dict(overrides)
+  mesh = parallel.make_mesh()
+  data = tasks.load_data(c, mesh)
+  run = loop.make_run(c, data)
+  state = loop.init_state(run, data)
+  return c, mesh, data, run, state
+
+
+def _run_case(experiment, prior, batch_size, steps_per_call, **overrides) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments import loop  # pylint: disable=g-import-not-at-top
+  c, mesh, data, run, state = _setup(experiment, prior, batch_size, **overrides)
+  fn = loop.make_step_fn(run, data, mesh, steps_per_call)
+  holder = [state]
+
+  def call():
+    holder[0], metrics = fn(holder[0], data.train)
+    return metrics
+
+  t = time.perf_counter()
+  jax.block_until_ready(call())
+  compile_s = time.perf_counter() - t
+  sec = _time(call, steps_per_call, max(1, FLAGS.steps // steps_per_call), FLAGS.repeats)
+  return {"batch_size": batch_size, "steps_per_call": steps_per_call, "ms_per_step": 1e3 * sec,
+          "images_per_s": batch_size / sec, "first_call_s": compile_s,
+          "divergence": c.objective.divergence if c.objective.alpha else None}
+
+
+def _mmd_case(batch_size=500, latent_dim=50) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from decompvae import divergences  # pylint: disable=g-import-not-at-top
+  kq, kp = jax.random.split(jax.random.key(0))
+  zq = jax.random.normal(kq, (batch_size, latent_dim))
+  zp = jax.random.normal(kp, (batch_size, latent_dim))
+  fn = jax.jit(jax.value_and_grad(divergences.mmd_dim))
+  sec = _time(lambda: fn(zq, zp), 1, FLAGS.steps, FLAGS.repeats)
+  return {"batch_size": batch_size, "latent_dim": latent_dim, "ms_value_and_grad": 1e3 * sec}
+
+
+def _sweep_case(members: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from experiments import sweep  # pylint: disable=g-import-not-at-top
+  c, mesh, data, run, state = _setup("dsprites", "anisotropic", 64)
+  states = jax.tree.map(lambda x: jnp.stack([x] * members), state)
+  seeds = jnp.arange(members, dtype=jnp.uint32)
+  hp = {"beta": jnp.linspace(1.0, 8.0, members)}
+  fn = sweep.make_sweep_step_fn(run, data, mesh, 1)
+  holder = [states]
+
+  def call():
+    holder[0], metrics = fn(holder[0], data.train, seeds, hp)
+    return metrics
+
+  sec = _time(call, 1, FLAGS.steps, FLAGS.repeats)
+  return {"members": members, "batch_size": 64, "ms_per_sweep_step": 1e3 * sec,
+          "images_per_s_all_members": members * 64 / sec}
+
+
+def _data_case() -> dict:
+  from decompvae.data import pipeline  # pylint: disable=g-import-not-at-top
+  from experiments import tasks  # pylint: disable=g-import-not-at-top
+  out = {}
+  t = time.perf_counter()
+  gt = tasks._coarse_dsprites()  # pylint: disable=protected-access
+  out["render_coarse_11520_s"] = time.perf_counter() - t
+  out.update(pipeline.benchmark(pipeline.to_device(gt), batch_size=64))
+  return out
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  cases = {
+      "dsprites": lambda: _run_case("dsprites", "anisotropic", 64, 1),
+      "fused": lambda: _run_case("dsprites", "anisotropic", 64, FLAGS.fuse),
+      "mmd": _mmd_case,
+      "fashion_mnist": lambda: _run_case("fashion_mnist", "sparse", 500, 1),
+      "fashion_mnist_no_mmd": lambda: _run_case("fashion_mnist", "sparse", 500, 1, **{"objective.alpha": 0.0}),
+      "sweep": lambda: _sweep_case(FLAGS.sweep_members),
+      "data": _data_case,
+  }
+  chosen = FLAGS.only or list(cases)
+  result = {"devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
+            "jax": jax.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+            "allocator": _allocator(), "cases": {}}
+  for name in chosen:
+    if name not in cases:
+      sys.exit(f"unknown case {name!r}; choose from {sorted(cases)}")
+    result["cases"][name] = cases[name]()
+    print(json.dumps({name: result["cases"][name]}), file=sys.stderr)
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
