@@ -20,9 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _config(experiment="pinwheel", prior=None, steps=6, **overrides):
+def _config(experiment="pinwheel", prior=None, steps=6, light_eval=True, **overrides):
   c = configs.get_config(experiment, prior, smoke=True)
   c.optim.num_steps = steps
+  if light_eval:   # tests of training mechanics skip the costly parts of evaluation
+    c.eval.iwae_samples, c.eval.figures = 0, False
   c.update_from_flattened_dict(overrides)
   return c
 
@@ -55,7 +57,7 @@ def _assert_png(path):
 def test_train_and_evaluate_end_to_end(tmp_path, experiment, prior, figures):
   if experiment == "fashion_mnist" and not os.path.isdir("/usr/share/datasets/fashion-mnist"):
     pytest.skip("needs Debian's dataset-fashion-mnist")
-  c = _config(experiment, prior, steps=4)
+  c = _config(experiment, prior, steps=4, light_eval=False)
   summary = loop.train_and_evaluate(c, str(tmp_path))
   m = summary["metrics"]
   assert summary["step"] == 4
