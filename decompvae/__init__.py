@@ -1,6 +1,7 @@
 """decompvae: decomposition in VAEs (Mathieu et al., ICML 2019) in JAX — priors, objectives, models, metrics."""
 
 from decompvae.divergences import DIVERGENCES
+from decompvae.divergences import IMQ_SCALES
 from decompvae.divergences import kl_inclusive
 from decompvae.divergences import kl_qp
 from decompvae.divergences import mmd_dim

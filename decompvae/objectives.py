@@ -1,0 +1,184 @@
+"""Objectives: the β-VAE and α-β decomposition objectives, the training loss and the IWAE bound."""
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from decompvae import divergences
+from decompvae.divergences import DIVERGENCES
+
+Metrics = dict[str, jax.Array]
+
+
+def beta_vae_objective(lpx_z: jax.Array, kl: jax.Array, *, beta) -> jax.Array:
+  """The β-VAE objective per data point (to maximise).
+
+      L_β(x) = E_q(z|x)[log p(x|z)] − β · KL(q(z|x) ‖ p(z))
+
+  β = 1 is the ELBO. By Theorem 1, L_β is the ELBO under the annealed prior p(z)^β / F_β plus
+  (β − 1)·H[q(z|x)] + log F_β: β controls the overlap of the encodings, not the structure of q(z).
+
+  Args:
+    lpx_z: [B] log p(x|z) (a single-sample estimate of the expectation).
+    kl: [B] KL(q(z|x) ‖ p(z)), analytic or estimated (see `divergences.kl_qp`).
+    beta: weight of the KL; a float or a traced scalar.
+
+  Returns:
+    [B] objective values. Nothing is masked: a NaN or inf in the inputs stays in the output.
+
+  References:
+    Higgins et al. (2017), "β-VAE"; Mathieu et al. (2019), Theorem 1 (SPEC §2).
+  """
+  return lpx_z - beta * kl
+
+
+def decomposition_objective(lpx_z: jax.Array, kl: jax.Array, reg: jax.Array, *, beta, alpha) -> jax.Array:
+  """The α-β decomposition objective per data point (to maximise).
+
+      L_{α,β}(x) = E_q(z|x)[log p(x|z)] − β · KL(q(z|x) ‖ p(z)) − α · D(q(z), p(z))
+
+  β tunes the overlap of the encodings, α pushes the aggregate posterior q(z) towards the prior through a
+  minibatch divergence D (`divergences.mmd_dim`, `mmd_full` or `kl_inclusive`), one value for the whole batch.
+
+  Args:
+    lpx_z: [B] log p(x|z).
+    kl: [B] KL(q(z|x) ‖ p(z)).
+    reg: scalar D̂(q(z), p(z)) of the batch (broadcast to every point).
+    beta: weight of the KL; a float or a traced scalar.
+    alpha: weight of the divergence; a float or a traced scalar.
+
+  Returns:
+    [B] objective values. Nothing is masked: NaN/inf in any input propagates (note 0 · inf = NaN, so
+    α = 0 does not hide a non-finite `reg`; `vae_loss` skips the divergence when α is a Python 0).
+
+  References:
+    Mathieu et al. (2019), the decomposition objective L_{α,β} (SPEC §1).
+  """
+  return beta_vae_objective(lpx_z, kl, beta=beta) - alpha * reg
+
+
+def _merge(tree_a: Mapping[str, Any], tree_b: Mapping[str, Any]) -> Mapping[str, Any]:
+  """Nested-dict union of two variable collections; `tree_b` wins on common leaves."""
+  if not tree_b:
+    return tree_a
+  flat = traverse_util.flatten_dict(tree_a, keep_empty_nodes=True)
+  flat.update(traverse_util.flatten_dict(tree_b, keep_empty_nodes=True))
+  return traverse_util.unflatten_dict(flat)
+
+
+def _divergence(name: str, qz_x: distrax.Distribution, z_BxD: jax.Array, pz: distrax.Distribution,
+                key: jax.Array) -> jax.Array:
+  if name == "kl_inclusive":
+    return divergences.kl_inclusive(qz_x, pz, key)
+  mmd = {"mmd_dim": divergences.mmd_dim, "mmd_full": divergences.mmd_full}[name]
+  return mmd(z_BxD, pz.sample(seed=key, sample_shape=(z_BxD.shape[0],)))
+
+
+def vae_loss(variables, x_BxX: jax.Array, key: jax.Array, *, model, pz: distrax.Distribution, beta=1.0,
+             alpha=0.0, divergence: str = "mmd_dim", analytic_kl: bool = True,
+             train: bool = True) -> tuple[jax.Array, tuple[Metrics, dict[str, Any]]]:
+  """Loss of one batch: the negative α-β decomposition objective, averaged over the batch.
+
+      loss = −(1/B) Σ_b [ log p(x_b|z_b) − β · KL(q(z|x_b) ‖ p(z)) ] + α · D̂(q(z), p(z)),
+      z_b ~ q(z|x_b) (one reparameterised sample each),  D̂ on {z_b} (and prior samples), one per batch.
+
+  log p(x|z) is summed over pixels; the KL is analytic when `analytic_kl` and both distributions are
+  diagonal Gaussians, otherwise log q(z_b|x_b) − log p(z_b) at the same z_b. The authors sum the per-point
+  objective over the batch; the mean used here divides the loss by B and keeps α on the per-point scale.
+  When `alpha` is a Python number equal to 0 the divergence is not computed ("reg" is 0); a traced `alpha`
+  (e.g. under `jax.vmap` over α or β) always computes it. Non-finite values are never masked: they reach the
+  loss, and the caller (the training loop) is expected to fail loudly on them.
+
+  Keys: `key_z, key_d = jax.random.split(key)`; z = qz_x.sample(seed=key_z); the divergence draws its prior
+  samples with `pz.sample(seed=key_d, sample_shape=(B,))`.
+
+  Args:
+    variables: the model's variables ({"params": ..., optionally "batch_stats": ...}).
+    x_BxX: batch of data, leading axis B.
+    key: PRNG key of this step.
+    model: object with `encode(variables, x, train=)` and `decode(variables, z, train=)`, each returning
+      `(distribution, updates)` (see `decompvae.vae.VAE`).
+    pz: prior, a distrax distribution with event shape (D,).
+    beta: KL weight β (float or traced scalar).
+    alpha: divergence weight α (float or traced scalar).
+    divergence: one of DIVERGENCES.
+    analytic_kl: use the closed-form KL when it exists.
+    train: passed to the model (BatchNorm uses batch statistics and returns updated running averages).
+
+  Returns:
+    `(loss, (metrics, updates))`: scalar loss; metrics = {"loss", "elbo", "lpx_z", "kl", "reg"}, batch means
+    of scalars, with elbo = mean(lpx_z − kl) the β = 1 ELBO; updates = the models' updated non-parameter
+    collections ({"batch_stats": ...} when training a BatchNorm model, else {}).
+
+  Raises:
+    ValueError: `divergence` is not one of DIVERGENCES.
+
+  References:
+    Mathieu et al. (2019) (SPEC §1, §3); Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
+  """
+  if divergence not in DIVERGENCES:
+    raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
+  key_z, key_d = jax.random.split(key)
+  qz_x, enc_updates = model.encode(variables, x_BxX, train=train)
+  z_BxD = qz_x.sample(seed=key_z)
+  # Decode with the encoder's updated statistics so that the decoder's updates (whether they hold the whole
+  # collection or only the decoder's part) merge into one consistent collection.
+  px_z, dec_updates = model.decode(_merge(variables, enc_updates), z_BxD, train=train)
+  lpx_z = px_z.log_prob(x_BxX)
+  kl = divergences.kl_qp(qz_x, pz, z_BxD, analytic=analytic_kl)
+  skip_reg = isinstance(alpha, numbers.Real) and alpha == 0  # a Python/NumPy 0, not a traced one
+  reg = jnp.zeros((), lpx_z.dtype) if skip_reg else _divergence(divergence, qz_x, z_BxD, pz, key_d)
+  loss = -jnp.mean(decomposition_objective(lpx_z, kl, reg, beta=beta, alpha=alpha))
+  metrics = {"loss": loss, "elbo": jnp.mean(lpx_z - kl), "lpx_z": jnp.mean(lpx_z), "kl": jnp.mean(kl),
+             "reg": reg}
+  return loss, (metrics, _merge(enc_updates, dec_updates))
+
+
+def iwae_bound(variables, x_BxX: jax.Array, key: jax.Array, *, model, pz: distrax.Distribution,
+               num_samples: int = 1000, chunk_size: int = 100) -> jax.Array:
+  """Importance-weighted lower bound on log p(x) with K posterior samples (evaluation mode).
+
+      log p̂(x) = log (1/K) Σ_k p(z_k) p(x|z_k) / q(z_k|x),   z_k ~ q(z|x),
+      E[log p̂(x)] ≤ log p(x), increasing in K; K = 1 gives the ELBO (in expectation).
+
+  The K samples are processed `chunk_size` at a time (`lax.map`; a log-sum-exp per chunk, then across
+  chunks), so memory grows with `chunk_size`, not K. Sample k uses key `jax.random.split(key, K)[k]`, so the
+  result does not depend on `chunk_size`.
+
+  Args:
+    variables: the model's variables.
+    x_BxX: batch of data, leading axis B.
+    key: PRNG key.
+    model: object with `encode`/`decode` (called with train=False).
+    pz: prior, event shape (D,).
+    num_samples: K.
+    chunk_size: samples per chunk; must divide K (clipped to K).
+
+  Returns:
+    [B] bound per data point.
+
+  Raises:
+    ValueError: `chunk_size` does not divide `num_samples`, or either is not positive.
+
+  References:
+    Burda et al. (2016), "Importance Weighted Autoencoders"; Mathieu et al. (2019) (SPEC §3, §6).
+  """
+  chunk_size = min(chunk_size, num_samples)
+  if chunk_size < 1 or num_samples % chunk_size:
+    raise ValueError(f"chunk_size ({chunk_size}) must be positive and divide num_samples ({num_samples})")
+  qz_x, _ = model.encode(variables, x_BxX, train=False)
+  keys = jax.random.split(key, num_samples).reshape(num_samples // chunk_size, chunk_size)
+
+  def chunk_logsumexp(keys_C):
+    z_CxBxD = jax.vmap(lambda k: qz_x.sample(seed=k))(keys_C)
+    px_z, _ = model.decode(variables, z_CxBxD, train=False)
+    log_w_CxB = pz.log_prob(z_CxBxD) + px_z.log_prob(x_BxX) - qz_x.log_prob(z_CxBxD)
+    return jax.nn.logsumexp(log_w_CxB, axis=0)
+
+  return jax.nn.logsumexp(jax.lax.map(chunk_logsumexp, keys), axis=0) - np.log(num_samples)
