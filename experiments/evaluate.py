@@ -45,7 +45,7 @@ def main(argv):
                        ("standard_metrics", "eval.standard_metrics")):
       if FLAGS[name].value is not None:
         config.update_from_flattened_dict({path: FLAGS[name].value})
-    mesh = parallel.make_mesh()
+    mesh = loop.make_mesh(config)
     data = tasks.load_data(config, mesh)
     run = loop.make_run(config, data)
     abstract = checkpointing.abstract(parallel.replicate(loop.init_state(run, data), mesh))

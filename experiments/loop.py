@@ -100,9 +100,9 @@ def make_step_fn(run: Run, data: tasks.TaskData, mesh, num_steps: int):
                  in_shardings=(rep, rep), out_shardings=(rep, rep))
 
 
-def unroll() -> bool | int:
+def unroll() -> bool:
   # XLA:CPU runs convolution gradients 5–30x slower inside a rolled loop (BUILD_NOTES.md).
-  return True if jax.default_backend() == "cpu" else 1
+  return jax.default_backend() == "cpu"
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, start_over: bool) -> None:
@@ -165,9 +165,15 @@ def _stop_on_signals():
       signal.signal(s, h)
 
 
+def make_mesh(config: ml_collections.ConfigDict):
+  """The run's mesh: all devices, or the first `config.train.num_devices`."""
+  n = config.train.num_devices
+  return parallel.make_mesh(jax.devices()[:n] if n else None)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, start_over: bool = False) -> dict:
   """Trains `config` in `workdir` (resuming if a checkpoint exists), evaluates, returns the summary."""
-  mesh = parallel.make_mesh()
+  mesh = make_mesh(config)
   try:
     parallel.check_batch_size(config.optim.batch_size, mesh)
   except ValueError as e:

@@ -80,7 +80,7 @@ def make_sweep_step_fn(run: loop.Run, data: tasks.TaskData, mesh, num_steps: int
 def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir: str, *,
                 start_over: bool = False) -> dict:
   """Trains every member as one program, then evaluates each as an ordinary run; returns the summaries."""
-  mesh = parallel.make_mesh()
+  mesh = loop.make_mesh(config)
   parallel.check_batch_size(config.optim.batch_size, mesh)
   loop.prepare_workdir(workdir, config, start_over=start_over)
   data = tasks.load_data(config, mesh)

@@ -33,7 +33,7 @@ def _params(workdir, config):
   """The parameters of the latest checkpoint in `workdir`, restored independently of the training loop."""
   from experiments import tasks  # pylint: disable=g-import-not-at-top
   from decompvae import parallel  # pylint: disable=g-import-not-at-top
-  mesh = parallel.make_mesh()
+  mesh = loop.make_mesh(config)
   data = tasks.load_data(config, mesh)
   run = loop.make_run(config, data)
   abstract = checkpointing.abstract(parallel.replicate(loop.init_state(run, data), mesh))
@@ -57,7 +57,10 @@ def _assert_png(path):
 def test_train_and_evaluate_end_to_end(tmp_path, experiment, prior, figures):
   if experiment == "fashion_mnist" and not os.path.isdir("/usr/share/datasets/fashion-mnist"):
     pytest.skip("needs Debian's dataset-fashion-mnist")
-  c = _config(experiment, prior, steps=4, light_eval=False)
+  # Large networks run on one device here (compiling them for 8 simulated devices takes minutes on 2 cores);
+  # the pinwheel run and tests/test_train.py cover the 8-device path.
+  c = _config(experiment, prior, steps=4, light_eval=False,
+              **{"train.num_devices": 8 if experiment == "pinwheel" else 1})
   summary = loop.train_and_evaluate(c, str(tmp_path))
   m = summary["metrics"]
   assert summary["step"] == 4
