@@ -28,6 +28,11 @@ class TrainState(NamedTuple):
   opt_state: optax.OptState
 
 
+def model_variables(params_model, batch_stats) -> dict[str, Any]:
+  """The flax variables of the model: {"params": ...} plus {"batch_stats": ...} for BatchNorm models."""
+  return {"params": params_model, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
 def make_optimizer(learning_rate: float, b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
   """Adam with AMSGrad, the authors' optimiser in every experiment (SPEC §5)."""
   return optax.amsgrad(learning_rate, b1=b1, b2=b2)
@@ -59,7 +64,7 @@ def make_train_step(*, model, prior_name: str, latent_dim: int, prior_hp: Mappin
 
   def loss_fn(params, batch_stats, x, key, beta, alpha, hp):
     pz = priors.make_prior(prior_name, latent_dim, **{**prior_hp, **hp}, **params["prior"])
-    variables = {"params": params["model"], **({"batch_stats": batch_stats} if batch_stats else {})}
+    variables = model_variables(params["model"], batch_stats)
     loss, (metrics, updates) = objectives.vae_loss(
         variables, x, key, model=model, pz=pz, beta=beta, alpha=alpha, divergence=divergence,
         analytic_kl=analytic_kl, train=True)

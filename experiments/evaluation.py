@@ -11,6 +11,7 @@ from absl import logging
 
 from decompvae import metrics
 from decompvae import objectives
+from decompvae import train
 from decompvae.data import pipeline
 from experiments import figures
 from experiments import writer as writer_lib
@@ -19,7 +20,7 @@ _ENCODE_BATCH = 2048
 
 
 def _variables(state):
-  return {"params": state.params["model"], **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+  return train.model_variables(state.params["model"], state.batch_stats)
 
 
 def _rows(dataset: pipeline.DeviceDataset, idx):

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from decompvae import train
+
 from decompvae.data import fashion_mnist as fashion_mnist_lib
 
 _NUM_IMAGES = 8
@@ -17,7 +19,7 @@ _TRAVERSAL_STEPS = 7
 
 
 def _variables(state):
-  return {"params": state.params["model"], **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+  return train.model_variables(state.params["model"], state.batch_stats)
 
 
 def _decode_mean(run, state, z):
