@@ -75,12 +75,6 @@ def get_config(experiment: str, prior: str | None = None, smoke: bool = False) -
   c.eval.standard_metrics = True      # dSprites: FactorVAE, BetaVAE, MIG, DCI, SAP (disentanglement_lib)
   c.eval.figures = True
 
-  c.sweep = ml_collections.ConfigDict()
-  c.sweep.beta = ""                   # comma-separated values; members = product of the lists
-  c.sweep.alpha = ""
-  c.sweep.gamma = ""
-  c.sweep.seeds = 1                   # seeds seed, seed+1, ...
-
   if experiment == "fashion_mnist":
     c.optim.batch_size, c.optim.num_epochs = 500, 80
     c.objective.alpha = 100.0 if prior == "sparse" else 0.0

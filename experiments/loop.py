@@ -261,6 +261,11 @@ def train_loop(run: Run, data: tasks.TaskData, mesh, workdir: str) -> tuple[trai
         return state, True
       if due:
         save(step)
+      every = c.eval.every_epochs * run.steps_per_epoch
+      if every and step // every != (step - k) // every and step < run.num_steps:
+        flush()
+        periodic = evaluation.evaluate(run, state, data, workdir=None)
+        writer.write(step, {name: v for name, v in periodic.items() if np.ndim(v) == 0})
     save(step)
   mngr.close()
   logging.info("Training finished at step %d.", step)

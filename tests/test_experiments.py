@@ -99,6 +99,13 @@ def test_fused_run_equals_one_step_run(tmp_path):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
+def test_periodic_evaluation_every_n_epochs(tmp_path):
+  c = _config(steps=5, **{"eval.every_epochs": 2})            # pinwheel: one step per epoch
+  loop.train_and_evaluate(c, str(tmp_path))
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows if "test/elbo" in r] == [2, 4, 5]   # epochs 2 and 4, then the final one
+
+
 def test_workdir_with_other_config_is_refused_then_moved_aside(tmp_path):
   loop.train_and_evaluate(_config(steps=2), str(tmp_path))
   with pytest.raises(loop.RunError, match=r"objective.beta: 0.0 -> 4.0"):
