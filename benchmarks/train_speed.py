@@ -24,6 +24,7 @@ flags.DEFINE_integer("steps", 40, "Timed steps per repeat.")
 flags.DEFINE_integer("repeats", 3, "Repeats; the median is reported.")
 flags.DEFINE_integer("fuse", 10, "Steps per call of the fused loop.")
 flags.DEFINE_integer("sweep_members", 8, "Members of the sweep case.")
+flags.DEFINE_bool("vectorise_sweep", None, "Sweep: vmap the members (default: on GPU/TPU, not on CPU).")
 FLAGS = flags.FLAGS
 
 
@@ -103,7 +104,7 @@ def _sweep_case(members: int) -> dict:
   states = jax.tree.map(lambda x: jnp.stack([x] * members), state)
   seeds = jnp.arange(members, dtype=jnp.uint32)
   hp = {"beta": jnp.linspace(1.0, 8.0, members)}
-  fn = sweep.make_sweep_step_fn(run, data, mesh, 1)
+  fn = sweep.make_sweep_step_fn(run, data, mesh, 1, vectorise=FLAGS.vectorise_sweep)
   holder = [states]
 
   def call():
@@ -111,7 +112,7 @@ def _sweep_case(members: int) -> dict:
     return metrics
 
   sec = _time(call, 1, FLAGS.steps, FLAGS.repeats)
-  return {"members": members, "batch_size": 64, "ms_per_sweep_step": 1e3 * sec,
+  return {"members": members, "batch_size": 64, "vectorise": FLAGS.vectorise_sweep, "ms_per_sweep_step": 1e3 * sec,
           "images_per_s_all_members": members * 64 / sec}
 
 

@@ -143,11 +143,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
-def test_sweep_member_equals_solo_run(tmp_path):
+@pytest.mark.parametrize("vectorise", [True, False])
+def test_sweep_member_equals_solo_run(tmp_path, vectorise):
   base = _config(steps=4)
   members = sweep.members(base, _sweep(beta="0,1"))
   assert sorted(members) == ["beta=0", "beta=1"]
-  sweep.train_sweep(base, members, str(tmp_path / "sweep"))
+  sweep.train_sweep(base, members, str(tmp_path / "sweep"), vectorise=vectorise)
   solo = _config(steps=4, **{"objective.beta": 1.0})
   loop.train_and_evaluate(solo, str(tmp_path / "solo"))
   (_, a), (_, b) = _params(tmp_path / "sweep" / "members" / "beta=1", solo), _params(tmp_path / "solo", solo)

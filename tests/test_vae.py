@@ -59,6 +59,7 @@ def setup(request):
                                    mutable=["intermediates"])
     dense = sorted(k for k in inter["intermediates"] if k.startswith("Dense_"))
     px_z, dec_updates = model.decode(variables, z_SxBxD[0])
+    px_z_slice1, _ = model.decode(variables, z_SxBxD[1])
     px_z_single, _ = model.decode(variables, z_SxBxD[0, 0])
 
     def loss(params):
@@ -74,7 +75,8 @@ def setup(request):
         "loc": qz_x.mean(), "std": qz_x.stddev(),
         "heads": [inter["intermediates"][k]["__call__"][0] for k in dense[-2:]],
         "decoder_out": model.decoder.apply(_net_variables(variables, "decoder"), z_SxBxD[0]),
-        "lpx_z": px_z.log_prob(x), "lpx_z_SxB": model.decode(variables, z_SxBxD)[0].log_prob(x),
+        "lpx_z": px_z.log_prob(x), "lpx_z_slice1": px_z_slice1.log_prob(x),
+        "lpx_z_SxB": model.decode(variables, z_SxBxD)[0].log_prob(x),
         "lpx_z_single": px_z_single.log_prob(x[0]), "grads": jax.grad(loss)(variables["params"]),
     }
 
@@ -119,6 +121,7 @@ def test_decode_leading_axes_equal_per_slice(setup):
   _, _, _, _, out = setup
   assert out["lpx_z_SxB"].shape == (2, 3)
   np.testing.assert_allclose(out["lpx_z_SxB"][0], out["lpx_z"], rtol=1e-5)
+  np.testing.assert_allclose(out["lpx_z_SxB"][1], out["lpx_z_slice1"], rtol=1e-5)
   np.testing.assert_allclose(out["lpx_z_single"], out["lpx_z"][0], rtol=1e-5)
 
 
@@ -137,6 +140,15 @@ def test_bad_inputs_raise(setup):
     model.init(jax.random.key(0), jnp.zeros((3, 7, 7, 1)))
   with pytest.raises(ValueError, match=rf"expects z shaped \[\.\.\., {LATENT[name]}\]"):
     model.decode(variables, jnp.zeros((3, LATENT[name] + 1)))
+
+
+def test_pinwheel_init_is_pytorch_default():
+  model = vae.make_model("pinwheel", 2, hidden=(64,))
+  params = model.init(jax.random.key(0), jnp.zeros((5, 2)))["params"]
+  for part in ("encoder", "decoder"):
+    for layer, fan_in in (("Dense_0", 2), ("Dense_1", 64), ("Dense_2", 64)):
+      for leaf in params[part][layer].values():
+        assert 0 < np.abs(leaf).max() <= fan_in ** -0.5
 
 
 def test_make_model_validation():
