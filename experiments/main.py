@@ -49,7 +49,7 @@ def define_flags(experiment: str) -> dict:
   priors = configs.EXPERIMENT_PRIORS[experiment]
   flags.DEFINE_enum("prior", priors[0], priors, "The prior p(z).")
   flags.DEFINE_string("workdir", None, "Run directory: config, checkpoints, metrics, figures. "
-                      "Default: workdirs/<experiment>-<prior>.")
+                      "Default: workdirs/<experiment>-<prior>[-smoke].")
   flags.DEFINE_bool("smoke", False, "Tiny settings that run in seconds (a check, not a result).")
   flags.DEFINE_bool("start_over", False, "If --workdir holds a run with another config, move it aside "
                     "into workdir/previous-<time>/ and start afresh (nothing is deleted).")
@@ -100,7 +100,7 @@ def run(experiment: str) -> None:
       config = resolve_config(experiment, shortcuts)
     except ValueError as e:
       raise app.UsageError(str(e)) from e
-    workdir = fl.workdir or f"workdirs/{experiment}-{config.prior.name}"
+    workdir = fl.workdir or f"workdirs/{experiment}-{config.prior.name}{'-smoke' if fl.smoke else ''}"
     members = sweep_lib.members(config, fl.sweep)
     try:
       if members:
