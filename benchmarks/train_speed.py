@@ -86,7 +86,6 @@ def _run_case(experiment, prior, batch_size, steps_per_call, **overrides) -> dic
 
 def _mmd_case(batch_size=500, latent_dim=50) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from decompvae import divergences  # pylint: disable=g-import-not-at-top
   kq, kp = jax.random.split(jax.random.key(0))
   zq = jax.random.normal(kq, (batch_size, latent_dim))

@@ -16,7 +16,6 @@ import ml_collections
 from absl import logging
 
 from decompvae import parallel
-from decompvae import train
 from experiments import checkpointing
 from experiments import evaluation
 from experiments import loop
