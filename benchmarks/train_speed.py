@@ -2,10 +2,11 @@
 
   python -m benchmarks.train_speed                 # everything, on the devices present
   python -m benchmarks.train_speed --only=dsprites,mmd --steps=30
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.train_speed --only=dsprites
+  python -m benchmarks.train_speed --only=dsprites --cpu_devices=1     # one XLA:CPU device
 
 Each case runs the real experiment code (`experiments.loop.member_steps` on device-resident data), times
 `--steps` steps after a warm-up call (compilation excluded) and reports the median of `--repeats`.
+On CPU the host is split into `--cpu_devices` devices (default: one per core, as the experiments do).
 The data are the coarse rendered dSprites grid (batch speed does not depend on the dataset's size) and
 Debian's Fashion-MNIST files.
 """
@@ -24,6 +25,7 @@ flags.DEFINE_integer("steps", 40, "Timed steps per repeat.")
 flags.DEFINE_integer("repeats", 3, "Repeats; the median is reported.")
 flags.DEFINE_integer("fuse", 10, "Steps per call of the fused loop.")
 flags.DEFINE_integer("sweep_members", 8, "Members of the sweep case.")
+flags.DEFINE_integer("cpu_devices", 0, "XLA devices the CPU is split into (0: one per core, as the experiments).")
 flags.DEFINE_bool("vectorise_sweep", None, "Sweep: vmap the members (default: on GPU/TPU, not on CPU).")
 FLAGS = flags.FLAGS
 
@@ -50,14 +52,13 @@ def _time(fn, steps_per_call: int, calls: int, repeats: int) -> float:
   return statistics.median(times)
 
 
-def _setup(experiment, prior, batch_size, **overrides):
+def _setup(experiment, prior, batch_size, mesh=None, **overrides):
   from experiments import configs, loop, tasks  # pylint: disable=g-import-not-at-top
-  from decompvae import parallel  # pylint: disable=g-import-not-at-top
   c = configs.get_config(experiment, prior, smoke=True)
   c.optim.batch_size = batch_size
   c.data.max_examples = 0 if experiment == "fashion_mnist" else c.data.max_examples
   c.update_from_flattened_dict(overrides)
-  mesh = parallel.make_mesh()
+  mesh = mesh or loop.make_mesh(c)
   data = tasks.load_data(c, mesh)
   run = loop.make_run(c, data)
   state = loop.init_state(run, data)
@@ -98,9 +99,11 @@ def _mmd_case(batch_size=500, latent_dim=50) -> dict:
 def _sweep_case(members: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from decompvae import parallel  # pylint: disable=g-import-not-at-top
   from experiments import sweep  # pylint: disable=g-import-not-at-top
-  c, mesh, data, run, state = _setup("dsprites", "anisotropic", 64)
-  states = jax.tree.map(lambda x: jnp.stack([x] * members), state)
+  c, mesh, data, run, state = _setup("dsprites", "anisotropic", 64, mesh=sweep.member_mesh(members))
+  states = jax.device_put(jax.tree.map(lambda x: jnp.stack([x] * members), state),
+                          jax.sharding.NamedSharding(mesh, jax.P(parallel.MEMBER_AXIS)))
   seeds = jnp.arange(members, dtype=jnp.uint32)
   hp = {"beta": jnp.linspace(1.0, 8.0, members)}
   fn = sweep.make_sweep_step_fn(run, data, mesh, 1, vectorise=FLAGS.vectorise_sweep)
@@ -111,7 +114,8 @@ def _sweep_case(members: int) -> dict:
     return metrics
 
   sec = _time(call, 1, FLAGS.steps, FLAGS.repeats)
-  return {"members": members, "batch_size": 64, "vectorise": FLAGS.vectorise_sweep, "ms_per_sweep_step": 1e3 * sec,
+  return {"members": members, "batch_size": 64, "devices": mesh.devices.size, "vectorise": FLAGS.vectorise_sweep,
+          "ms_per_sweep_step": 1e3 * sec,
           "images_per_s_all_members": members * 64 / sec}
 
 
@@ -129,6 +133,8 @@ def _data_case() -> dict:
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
+  from decompvae import parallel  # pylint: disable=g-import-not-at-top
+  parallel.use_cpu_cores(FLAGS.cpu_devices)
   cases = {
       "dsprites": lambda: _run_case("dsprites", "anisotropic", 64, 1),
       "fused": lambda: _run_case("dsprites", "anisotropic", 64, FLAGS.fuse),

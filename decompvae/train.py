@@ -93,28 +93,24 @@ def step_key(steps_key: jax.Array, step) -> jax.Array:
 
 
 def make_fused_steps(train_step: Callable[..., tuple[TrainState, Metrics]],
-                     batch_fn: Callable[[jax.Array], jax.Array], num_steps: int, *,
-                     unroll: bool = False) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
-  """`num_steps` training steps in one call, on device-resident data: `(state, steps_key) -> (state, metrics)`.
+                     batch_fn: Callable[[jax.Array], jax.Array],
+                     num_steps: int) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
+  """`num_steps` training steps in one `lax.scan`, on device-resident data: `(state, steps_key) -> (state, metrics)`.
 
   Step t uses batch `batch_fn(t)` and key `step_key(steps_key, t)`, exactly as the one-step loop does, so
   the result equals `num_steps` single calls. Metrics come back stacked, shape [num_steps], fetched once
-  per call. With `unroll=False` the steps run in a `lax.scan` (one compiled body: the choice on GPU/TPU);
-  `unroll=True` traces them one after another instead. XLA:CPU runs convolutions inside any loop body,
-  even a one-iteration or `scan(unroll=True)` one, ~10x slower, so on CPU the steps are unrolled at trace
-  time (compile time grows with `num_steps`; see BUILD_NOTES.md).
+  per call. This is the fused loop for GPU/TPU; XLA:CPU runs convolution gradients 5–30x slower inside a
+  loop body, and slower even when the steps are unrolled, so on CPU the experiments call the one-step
+  program repeatedly instead (`experiments.loop.make_step_fn`; BUILD_NOTES.md, "Fused loop").
   """
 
   def fused(state: TrainState, steps_key: jax.Array) -> tuple[TrainState, Metrics]:
     def body(state, _):
       return train_step(state, batch_fn(state.step), step_key(steps_key, state.step))
 
-    if not unroll:
-      return jax.lax.scan(body, state, None, length=num_steps)
-    history = []
-    for _ in range(num_steps):
+    if num_steps == 1:   # no loop at all: XLA:CPU slows convolutions even in a one-iteration loop body
       state, metrics = body(state, None)
-      history.append(metrics)
-    return state, jax.tree.map(lambda *m: jnp.stack(m), *history)
+      return state, jax.tree.map(lambda m: m[None], metrics)
+    return jax.lax.scan(body, state, None, length=num_steps)
 
   return fused

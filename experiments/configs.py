@@ -60,7 +60,7 @@ def get_config(experiment: str, prior: str | None = None, smoke: bool = False) -
 
   c.train = ml_collections.ConfigDict()
   c.train.steps_per_call = 1          # > 1 fuses that many steps into one jitted call
-  c.train.num_devices = 0             # data-parallel over the first N devices (0 = all devices)
+  c.train.num_devices = 0             # data-parallel over the first N devices (0 = all that split the batch)
   c.train.log_every_steps = 500
   c.train.checkpoint_every_steps = 10_000
   c.train.checkpoint_every_secs = 600.0

@@ -37,6 +37,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 def main(argv):
   del argv
+  parallel.use_cpu_cores(1 if FLAGS.multiprocess else 0)
   if FLAGS.multiprocess:
     jax.distributed.initialize()
   try:

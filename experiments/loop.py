@@ -77,32 +77,57 @@ def init_state(run: Run, data: tasks.TaskData) -> train.TrainState:
 def member_steps(run: Run, data: tasks.TaskData, mesh, num_steps: int):
   """Un-jitted `(state, arrays, seed, **hp) -> (state, metrics[num_steps])`: `num_steps` fused steps.
 
+  Batches are split over `mesh`'s 'data' axis; `mesh=None` leaves their placement to the caller (a
+  sweep runs whole members per device).
+
   `hp` overrides β, α or prior hyperparameters of the config (a sweep passes traced values; a single run
   passes none, so its Python floats stay static and α = 0 skips the divergence).
   """
   c = run.config
-  shard = functools.partial(jax.lax.with_sharding_constraint, shardings=parallel.batch_sharded(mesh))
+  shard = (functools.partial(jax.lax.with_sharding_constraint, shardings=parallel.batch_sharded(mesh))
+           if mesh is not None else lambda x: x)
 
   def steps(state, arrays, seed, **hp):
     step = functools.partial(run.train_step, **{"beta": c.objective.beta, "alpha": c.objective.alpha, **hp})
     batch_fn = lambda s: shard(data.batch_fn(arrays, seed, s))
-    fused = train.make_fused_steps(step, batch_fn, num_steps, unroll=unroll())
+    fused = train.make_fused_steps(step, batch_fn, num_steps)
     return fused(state, train.seed_keys(seed)[1])
 
   return steps
 
 
 def make_step_fn(run: Run, data: tasks.TaskData, mesh, num_steps: int):
-  """Jitted `(state, train_arrays) -> (state, metrics[num_steps])`, donating the state."""
-  steps = member_steps(run, data, mesh, num_steps)
+  """`(state, train_arrays) -> (state, metrics[num_steps])`: `num_steps` steps, donating the state.
+
+  One jitted `lax.scan` on GPU/TPU; on CPU, `num_steps` calls of the jitted one-step program (see
+  `fused_calls`).
+  """
   rep = parallel.replicated(mesh)
-  return jax.jit(lambda state, arrays: steps(state, arrays, run.config.seed), donate_argnums=0,
-                 in_shardings=(rep, rep), out_shardings=(rep, rep))
+  compile_steps = lambda k: jax.jit(lambda state, arrays: member_steps(run, data, mesh, k)(
+      state, arrays, run.config.seed), donate_argnums=0, in_shardings=(rep, rep), out_shardings=(rep, rep))
+  return fused_calls(compile_steps, num_steps)
 
 
-def unroll() -> bool:
-  # XLA:CPU runs convolution gradients 5–30x slower inside a rolled loop (BUILD_NOTES.md).
-  return jax.default_backend() == "cpu"
+def fused_calls(compile_steps, num_steps: int):
+  """`compile_steps(num_steps)` on GPU/TPU; on CPU, a function making `num_steps` calls of `compile_steps(1)`.
+
+  XLA:CPU runs convolution gradients 5–30x slower inside a loop body (a rolled `lax.scan`), and a
+  trace-time unrolled loop both compiled for long and ran slower than the one-step program, so on CPU the
+  one-step program is dispatched `num_steps` times (asynchronously: the host does not wait between calls)
+  and its metrics, shape [..., 1], are concatenated on the device into [..., num_steps], fetched once.
+  """
+  if jax.default_backend() != "cpu":
+    return compile_steps(num_steps)
+  one = compile_steps(1)
+
+  def calls(state, *args):
+    history = []
+    for _ in range(num_steps):
+      state, metrics = one(state, *args)
+      history.append(metrics)
+    return state, jax.tree.map(lambda *m: jax.numpy.concatenate(m, axis=-1), *history)
+
+  return calls
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, start_over: bool) -> None:
@@ -166,9 +191,17 @@ def _stop_on_signals():
 
 
 def make_mesh(config: ml_collections.ConfigDict):
-  """The run's mesh: all devices, or the first `config.train.num_devices`."""
-  n = config.train.num_devices
-  return parallel.make_mesh(jax.devices()[:n] if n else None)
+  """The run's data-parallel mesh over the first `config.train.num_devices` devices.
+
+  0 means all devices; in a single process, as many as split the global batch evenly (so a 6-core host
+  still runs batch 64, on 4 devices). An explicit count that does not divide the batch is an error.
+  """
+  devices, n = jax.devices(), config.train.num_devices
+  if not n and jax.process_count() == 1:
+    n = parallel.largest_divisor(config.optim.batch_size, len(devices))
+    if n < len(devices):
+      logging.info("Batch %d splits over %d of the %d devices.", config.optim.batch_size, n, len(devices))
+  return parallel.make_mesh(devices[:n] if n else None)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, start_over: bool = False) -> dict:

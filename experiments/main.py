@@ -6,6 +6,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from decompvae import parallel
 from experiments import checkpointing
 from experiments import configs
 from experiments import loop
@@ -55,6 +56,9 @@ def define_flags(experiment: str) -> dict:
                     "into workdir/previous-<time>/ and start afresh (nothing is deleted).")
   flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize() (multi-host TPU/GPU); on "
                     "Cloud TPU and SLURM it finds its peers itself, elsewhere give the three flags below.")
+  flags.DEFINE_integer("cpu_devices", None, "When JAX runs on the CPU, split it into this many devices for "
+                       "data parallelism (default: one per core, or 1 per process with --multiprocess).",
+                       lower_bound=1)
   flags.DEFINE_string("coordinator_address", None, "--multiprocess: host:port of process 0.")
   flags.DEFINE_integer("num_processes", None, "--multiprocess: number of processes.")
   flags.DEFINE_integer("process_id", None, "--multiprocess: this process's index.")
@@ -93,13 +97,14 @@ def run(experiment: str) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     fl = flags.FLAGS
-    if fl.multiprocess:
-      jax.distributed.initialize(fl.coordinator_address, fl.num_processes, fl.process_id)
-    logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
     try:
       config = resolve_config(experiment, shortcuts)
     except ValueError as e:
       raise app.UsageError(str(e)) from e
+    parallel.use_cpu_cores(fl.cpu_devices or (1 if fl.multiprocess else 0))
+    if fl.multiprocess:
+      jax.distributed.initialize(fl.coordinator_address, fl.num_processes, fl.process_id)
+    logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
     workdir = fl.workdir or f"workdirs/{experiment}-{config.prior.name}{'-smoke' if fl.smoke else ''}"
     members = sweep_lib.members(config, fl.sweep)
     try:

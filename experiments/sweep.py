@@ -1,4 +1,4 @@
-"""Sweeps in one program: S members differing in seed, β, α or γ, trained as one vmapped step.
+"""Sweeps in one program: S members differing in seed, β, α or γ, trained as one jitted step.
 
 Each member is exactly the run `train_and_evaluate` would do with that member's config (same keys, same
 batches, same updates; tested), so a sweep is a faster way to get S ordinary runs. Members live stacked
@@ -12,6 +12,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 from absl import logging
 
@@ -67,36 +68,52 @@ def _stack(trees):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+def member_mesh(num_members: int, max_devices: int = 0):
+  """A mesh over as many devices (at most `max_devices`; 0: all) as split the members evenly.
+
+  Each device trains its share of the members (`make_sweep_step_fn`).
+  """
+  devices = jax.devices()[:max_devices or None]
+  return parallel.make_mesh(devices[:parallel.largest_divisor(num_members, len(devices))], parallel.MEMBER_AXIS)
+
+
 def make_sweep_step_fn(run: loop.Run, data: tasks.TaskData, mesh, num_steps: int, *,
                        vectorise: bool | None = None):
-  """Jitted `(states[S], arrays, seeds[S], hparams{name: [S]}) -> (states, metrics[S, num_steps])`.
+  """`(states[S], arrays, seeds[S], hparams{name: [S]}) -> (states, metrics[S, num_steps])`, jitted.
 
-  `vectorise=True` vmaps the members (one batched program: the choice on GPU/TPU, where one small member
-  leaves the chip idle); `False` traces the members one after another inside the same call, because XLA:CPU
-  runs vmapped (grouped) convolutions ~4x slower than the separate ones. Default: by backend.
+  The members are split over `mesh` (see `member_mesh`), whole members per device, so that devices never
+  communicate. On each device, `vectorise=True` vmaps its members (one batched program: the choice on
+  GPU/TPU, where one small member leaves the chip idle); `False` traces them one after another, because
+  XLA:CPU runs vmapped (grouped) convolutions ~4x slower than separate ones. Default: by backend.
+  States stay split over the devices; metrics come back replicated. Steps are fused as `loop.fused_calls`.
   """
-  vectorise = not loop.unroll() if vectorise is None else vectorise
-  steps = loop.member_steps(run, data, mesh, num_steps)
-  member = lambda state, arrays, seed, hp: steps(state, arrays, seed, **hp)
+  vectorise = jax.default_backend() != "cpu" if vectorise is None else vectorise
+  split = P(parallel.MEMBER_AXIS)
+  by_member, rep = NamedSharding(mesh, split), parallel.replicated(mesh)
 
-  def sequential(states, arrays, seeds, hparams):
-    outs = [member(jax.tree.map(lambda x: x[i], states), arrays, seeds[i],
-                   jax.tree.map(lambda x: x[i], hparams)) for i in range(seeds.shape[0])]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  def compile_steps(k):
+    steps = loop.member_steps(run, data, None, k)
+    member = lambda state, arrays, seed, hp: steps(state, arrays, seed, **hp)
 
-  fn = jax.vmap(member, in_axes=(0, None, 0, 0)) if vectorise else sequential
-  rep = parallel.replicated(mesh)
-  return jax.jit(fn, donate_argnums=0, in_shardings=(rep, rep, rep, rep), out_shardings=(rep, rep))
+    def sequential(states, arrays, seeds, hparams):
+      return _stack([member(jax.tree.map(lambda x: x[i], states), arrays, seeds[i],
+                            jax.tree.map(lambda x: x[i], hparams)) for i in range(seeds.shape[0])])
+
+    local = jax.vmap(member, in_axes=(0, None, 0, 0)) if vectorise else sequential
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(split, P(), split, split), out_specs=(split, split))
+    return jax.jit(fn, donate_argnums=0, in_shardings=(by_member, rep, by_member, by_member),
+                   out_shardings=(by_member, rep))
+
+  return loop.fused_calls(compile_steps, num_steps)
 
 
 def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir: str, *,
                 start_over: bool = False, vectorise: bool | None = None) -> dict:
   """Trains every member as one program, then evaluates each as an ordinary run; returns the summaries."""
-  mesh = loop.make_mesh(config)
-  parallel.check_batch_size(config.optim.batch_size, mesh)
+  names = list(member_configs)
+  mesh = member_mesh(len(names), config.train.num_devices)
   loop.prepare_workdir(workdir, config, start_over=start_over)
   data = tasks.load_data(config, mesh)
-  names = list(member_configs)
   runs = [loop.make_run(member_configs[n], data) for n in names]
   run = runs[0]
   swept = [path for path in _SWEEPABLE.values()
@@ -106,7 +123,8 @@ def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir
   seeds = jnp.asarray([member_configs[n].seed for n in names], jnp.uint32)
 
   mngr = checkpointing.manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_to_keep)
-  states = parallel.replicate(_stack([loop.init_state(r, data) for r in runs]), mesh)
+  states = jax.device_put(_stack([loop.init_state(r, data) for r in runs]),
+                          NamedSharding(mesh, P(parallel.MEMBER_AXIS)))
   step, restored = checkpointing.restore_latest(mngr, checkpointing.abstract(states))
   if step is not None:
     states = restored
@@ -133,6 +151,7 @@ def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir
   checkpointing.save(mngr, step, states)
   mngr.close()
 
+  states = jax.jit(lambda s: s, out_shardings=parallel.replicated(mesh))(states)   # gathered (across hosts too)
   summaries = {}
   for i, n in enumerate(names):
     member_dir = os.path.join(workdir, "members", n)

@@ -143,11 +143,21 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
+def test_meshes_use_as_many_devices_as_split_the_work():
+  assert loop.make_mesh(_config(**{"optim.batch_size": 12})).devices.size == 6       # of 8
+  assert loop.make_mesh(_config(**{"optim.batch_size": 12, "train.num_devices": 5})).devices.size == 5
+  with pytest.raises(loop.RunError, match="does not split evenly over 5 devices"):
+    loop.train_and_evaluate(_config(**{"optim.batch_size": 12, "train.num_devices": 5}), "/nonexistent")
+  assert [sweep.member_mesh(s).devices.size for s in (1, 3, 4, 12, 16)] == [1, 3, 4, 6, 8]
+  assert sweep.member_mesh(4, max_devices=2).devices.size == 2
+
+
 @pytest.mark.parametrize("vectorise", [True, False])
 def test_sweep_member_equals_solo_run(tmp_path, vectorise):
-  base = _config(steps=4)
-  members = sweep.members(base, _sweep(beta="0,1"))
-  assert sorted(members) == ["beta=0", "beta=1"]
+  # Four members on two devices: each device trains two of them.
+  base = _config(steps=4, **{"train.num_devices": 2})
+  members = sweep.members(base, _sweep(beta="0,1,2,3"))
+  assert sorted(members) == ["beta=0", "beta=1", "beta=2", "beta=3"]
   sweep.train_sweep(base, members, str(tmp_path / "sweep"), vectorise=vectorise)
   solo = _config(steps=4, **{"objective.beta": 1.0})
   loop.train_and_evaluate(solo, str(tmp_path / "solo"))
@@ -173,6 +183,8 @@ def test_bad_flag_values_give_usage_errors():
   assert r.returncode != 0 and "isotropic|anisotropic|student_t" in r.stderr
   r = _cli("experiments.fashion_mnist", "--divergence=wasserstein")
   assert r.returncode != 0 and "mmd_dim" in r.stderr
+  r = _cli("experiments.pinwheel", "--cpu_devices=0")
+  assert r.returncode != 0 and "--cpu_devices=0: 0 is not a positive integer" in r.stderr
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):

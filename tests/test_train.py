@@ -68,7 +68,7 @@ def test_fused_steps_equal_single_steps():
   step = functools.partial(step, beta=0.5, alpha=1.0)
   batch_fn = lambda s: jnp.roll(x, s, axis=0)
   _, steps_key = train.seed_keys(0)
-  fused_state, fused_metrics = jax.jit(train.make_fused_steps(step, batch_fn, 4, unroll=True))(state, steps_key)
+  fused_state, fused_metrics = jax.jit(train.make_fused_steps(step, batch_fn, 4))(state, steps_key)
   one = jax.jit(step)
   s = state
   losses = []
