@@ -147,12 +147,13 @@ def main(argv):
   chosen = FLAGS.only or list(cases)
   result = {"devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
             "jax": jax.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
-            "allocator": _allocator(), "cases": {}}
+            "allocator": _allocator(), "load_average_1min_at_start": os.getloadavg()[0], "cases": {}}
   for name in chosen:
     if name not in cases:
       sys.exit(f"unknown case {name!r}; choose from {sorted(cases)}")
     result["cases"][name] = cases[name]()
     print(json.dumps({name: result["cases"][name]}), file=sys.stderr)
+  result["load_average_1min_at_end"] = os.getloadavg()[0]
   print(json.dumps(result, indent=2))
 
 

@@ -56,8 +56,8 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-  """Raises ValueError unless the global batch splits evenly over the mesh's devices."""
-  n = mesh.devices.size
+  """Raises ValueError unless the global batch splits evenly over the mesh's 'data' axis."""
+  n = mesh.shape[DATA_AXIS]
   if batch_size % n:
     raise ValueError(
         f"batch size {batch_size} does not split evenly over {n} devices; choose a multiple of {n} "

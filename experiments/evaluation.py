@@ -11,7 +11,6 @@ from absl import logging
 
 from decompvae import metrics
 from decompvae import objectives
-from decompvae import train
 from decompvae.data import pipeline
 from experiments import figures
 from experiments import writer as writer_lib
@@ -19,8 +18,6 @@ from experiments import writer as writer_lib
 _ENCODE_BATCH = 2048
 
 
-def _variables(state):
-  return train.model_variables(state.params["model"], state.batch_stats)
 
 
 def _rows(dataset: pipeline.DeviceDataset, idx):
@@ -42,7 +39,7 @@ def encode_means(run, state, dataset: pipeline.DeviceDataset, num: int | None = 
 
   @jax.jit
   def encode(state, idx):
-    qz_x, _ = run.model.encode(_variables(state), _rows(dataset, idx), train=False)
+    qz_x, _ = run.model.encode(run.variables(state), _rows(dataset, idx), train=False)
     return qz_x.mean()
 
   out = [np.asarray(encode(state, jnp.asarray(idx)))[:keep] for idx, keep in _chunks(num, size)]
@@ -56,7 +53,7 @@ def elbo_terms(run, state, dataset: pipeline.DeviceDataset, num: int, key) -> di
 
   @jax.jit
   def terms(state, idx, key):
-    _, (m, _) = objectives.vae_loss(_variables(state), _rows(dataset, idx), key, model=run.model,
+    _, (m, _) = objectives.vae_loss(run.variables(state), _rows(dataset, idx), key, model=run.model,
                                     pz=run.pz(state), beta=1.0, alpha=0.0, train=False)
     return m
 
@@ -76,7 +73,7 @@ def iwae(run, state, dataset: pipeline.DeviceDataset, num: int, num_samples: int
 
   @jax.jit
   def bound(state, idx, key):
-    return objectives.iwae_bound(_variables(state), _rows(dataset, idx), key, model=run.model,
+    return objectives.iwae_bound(run.variables(state), _rows(dataset, idx), key, model=run.model,
                                  pz=run.pz(state), num_samples=num_samples,
                                  chunk_size=min(num_samples, 100))
 
@@ -116,7 +113,7 @@ def _dsprites_metrics(run, state, data, z_mean) -> dict:
 
 def _representation_fn(run, state):
   """numpy images [n, 64, 64, 1] -> encoder means [n, D] (disentanglement_lib's representation)."""
-  encode = jax.jit(lambda x: run.model.encode(_variables(state), x, train=False)[0].mean())
+  encode = jax.jit(lambda x: run.model.encode(run.variables(state), x, train=False)[0].mean())
   return lambda x: np.asarray(encode(jnp.asarray(x, jnp.float32)))
 
 

@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from decompvae import train
 
 from decompvae.data import fashion_mnist as fashion_mnist_lib
 
@@ -18,12 +17,10 @@ _NUM_IMAGES = 8
 _TRAVERSAL_STEPS = 7
 
 
-def _variables(state):
-  return train.model_variables(state.params["model"], state.batch_stats)
 
 
 def _decode_mean(run, state, z):
-  px_z, _ = run.model.decode(_variables(state), z, train=False)
+  px_z, _ = run.model.decode(run.variables(state), z, train=False)
   return np.asarray(px_z.mean())
 
 
@@ -43,7 +40,7 @@ def _image_grid(images_RxCxHxW: np.ndarray, path: str, title: str, row_labels=No
 
 
 def reconstructions(run, state, x, path):
-  qz_x, _ = run.model.encode(_variables(state), x, train=False)
+  qz_x, _ = run.model.encode(run.variables(state), x, train=False)
   recon = _decode_mean(run, state, qz_x.mean())
   _image_grid(np.stack([x[..., 0], recon[..., 0]]), path, "data (top) and reconstructions from E[z|x]")
 
@@ -55,7 +52,7 @@ def prior_samples(run, state, key, path):
 
 def traversals(run, state, x, path):
   """Each latent dimension swept over ±2 prior standard deviations around E[z|x] of one image."""
-  qz_x, _ = run.model.encode(_variables(state), x[:1], train=False)
+  qz_x, _ = run.model.encode(run.variables(state), x[:1], train=False)
   z0 = np.asarray(qz_x.mean())[0]
   std = np.asarray(run.pz(state).stddev()) if _has_stddev(run, state) else np.ones_like(z0)
   d = z0.shape[0]
@@ -76,7 +73,7 @@ def _has_stddev(run, state) -> bool:
 
 def pinwheel_density(run, state, x, labels, z_mean, path):
   """Aggregate posterior q(z) = mean_n q(z|x_n) on a grid (log scale), and E[z|x] coloured by arm."""
-  qz_x, _ = run.model.encode(_variables(state), x, train=False)
+  qz_x, _ = run.model.encode(run.variables(state), x, train=False)
   lim = float(np.max(np.abs(z_mean))) * 1.3 + 0.5
   g = np.linspace(-lim, lim, 120, dtype=np.float32)
   grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)

@@ -44,6 +44,10 @@ class Run:
   num_steps: int
   steps_per_epoch: int
 
+  def variables(self, state: train.TrainState) -> dict:
+    """The flax variables of the model in `state`."""
+    return train.model_variables(state.params["model"], state.batch_stats)
+
   def pz(self, state: train.TrainState):
     c = self.config
     return priors.make_prior(c.prior.name, c.model.latent_dim, **self.prior_hp, **state.params["prior"])

@@ -93,7 +93,7 @@ def test_eight_devices_give_the_same_global_batch(axis_type):
     assert eight.sharding.spec[0] == "data"
     assert {s.data.shape[0] for s in eight.addressable_shards} == {2}
     np.testing.assert_array_equal(np.asarray(eight), np.asarray(one))
-    with pytest.raises(ValueError, match="multiple"):
+    with pytest.raises(ValueError, match="batch size 12 does not split evenly over 8 devices"):
         pipeline.make_batch_fn(12, mesh=mesh)
 
 

@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from decompvae import parallel
 from decompvae.data import dsprites as dsprites_lib
 from decompvae.data import fashion_mnist as fashion_mnist_lib
 
-DATA_AXIS = "data"
+DATA_AXIS = parallel.DATA_AXIS
 _ROUNDS = 6  # Feistel rounds; 4 already give a pseudo-random permutation (Luby and Rackoff 1988)
 _STREAM = np.uint32(0x5EEDDA7A)  # separates the shuffling keys from any other use of the same seed
 # uint32 constants as numpy scalars: jax refuses Python ints above the int32 range.
@@ -184,10 +185,7 @@ def holdout_split(num_examples: int, test_fraction: float, seed: int = 0) -> tup
 def _batch_sharding(mesh: Mesh | None, batch_size: int) -> NamedSharding | None:
     if mesh is None:
         return None
-    num_shards = mesh.shape[DATA_AXIS]
-    if batch_size % num_shards:
-        raise ValueError(f"batch_size {batch_size} must be a multiple of the '{DATA_AXIS}' mesh axis size "
-                         f"{num_shards} (the number of devices the batch is split over)")
+    parallel.check_batch_size(batch_size, mesh)
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
