@@ -37,9 +37,10 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 def main(argv):
   del argv
-  parallel.use_cpu_cores(1 if FLAGS.multiprocess else 0)
   if FLAGS.multiprocess:
     jax.distributed.initialize()
+  else:
+    parallel.use_cpu_cores()
   try:
     config = load_run_config(FLAGS.workdir)
     for name, path in (("iwae_samples", "eval.iwae_samples"), ("iwae_examples", "eval.iwae_examples"),

@@ -57,7 +57,7 @@ def define_flags(experiment: str) -> dict:
   flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize() (multi-host TPU/GPU); on "
                     "Cloud TPU and SLURM it finds its peers itself, elsewhere give the three flags below.")
   flags.DEFINE_integer("cpu_devices", None, "When JAX runs on the CPU, split it into this many devices for "
-                       "data parallelism (default: one per core, or 1 per process with --multiprocess).",
+                       "data parallelism (default: one per core; with --multiprocess, JAX's default).",
                        lower_bound=1)
   flags.DEFINE_string("coordinator_address", None, "--multiprocess: host:port of process 0.")
   flags.DEFINE_integer("num_processes", None, "--multiprocess: number of processes.")
@@ -101,7 +101,8 @@ def run(experiment: str) -> None:
       config = resolve_config(experiment, shortcuts)
     except ValueError as e:
       raise app.UsageError(str(e)) from e
-    parallel.use_cpu_cores(fl.cpu_devices or (1 if fl.multiprocess else 0))
+    if fl.cpu_devices or not fl.multiprocess:
+      parallel.use_cpu_cores(fl.cpu_devices or 0)
     if fl.multiprocess:
       jax.distributed.initialize(fl.coordinator_address, fl.num_processes, fl.process_id)
     logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
