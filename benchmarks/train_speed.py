@@ -102,8 +102,7 @@ def _sweep_case(members: int) -> dict:
   from decompvae import parallel  # pylint: disable=g-import-not-at-top
   from experiments import sweep  # pylint: disable=g-import-not-at-top
   c, mesh, data, run, state = _setup("dsprites", "anisotropic", 64, mesh=sweep.member_mesh(members))
-  states = jax.device_put(jax.tree.map(lambda x: jnp.stack([x] * members), state),
-                          jax.sharding.NamedSharding(mesh, jax.P(parallel.MEMBER_AXIS)))
+  states = jax.device_put(jax.tree.map(lambda x: jnp.stack([x] * members), state), parallel.member_sharded(mesh))
   seeds = jnp.arange(members, dtype=jnp.uint32)
   hp = {"beta": jnp.linspace(1.0, 8.0, members)}
   fn = sweep.make_sweep_step_fn(run, data, mesh, 1, vectorise=FLAGS.vectorise_sweep)

@@ -57,6 +57,11 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def member_sharded(mesh: Mesh) -> NamedSharding:
+  """Sharding of a sweep's stacked members, split along their leading axis over the 'members' axis."""
+  return NamedSharding(mesh, P(MEMBER_AXIS))
+
+
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
   """Raises ValueError unless the global batch splits evenly over the mesh's 'data' axis."""
   n = mesh.shape[DATA_AXIS]

@@ -112,6 +112,11 @@ def make_step_fn(run: Run, data: tasks.TaskData, mesh, num_steps: int):
   return fused_calls(compile_steps, num_steps)
 
 
+def on_cpu() -> bool:
+  """Whether JAX runs on XLA:CPU, whose loops and vmapped convolutions are slow (see `fused_calls`, sweeps)."""
+  return jax.default_backend() == "cpu"
+
+
 def fused_calls(compile_steps, num_steps: int):
   """`compile_steps(num_steps)` on GPU/TPU; on CPU, a function making `num_steps` calls of `compile_steps(1)`.
 
@@ -120,7 +125,7 @@ def fused_calls(compile_steps, num_steps: int):
   one-step program is dispatched `num_steps` times (asynchronously: the host does not wait between calls)
   and its metrics, shape [..., 1], are concatenated on the device into [..., num_steps], fetched once.
   """
-  if jax.default_backend() != "cpu" or num_steps == 1:
+  if not on_cpu() or num_steps == 1:
     return compile_steps(num_steps)
   one = compile_steps(1)
 

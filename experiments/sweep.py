@@ -12,7 +12,7 @@ import os
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 import ml_collections
 from absl import logging
 
@@ -87,9 +87,9 @@ def make_sweep_step_fn(run: loop.Run, data: tasks.TaskData, mesh, num_steps: int
   XLA:CPU runs vmapped (grouped) convolutions ~4x slower than separate ones. Default: by backend.
   States stay split over the devices; metrics come back replicated. Steps are fused as `loop.fused_calls`.
   """
-  vectorise = jax.default_backend() != "cpu" if vectorise is None else vectorise
+  vectorise = not loop.on_cpu() if vectorise is None else vectorise
   split = P(parallel.MEMBER_AXIS)
-  by_member, rep = NamedSharding(mesh, split), parallel.replicated(mesh)
+  by_member, rep = parallel.member_sharded(mesh), parallel.replicated(mesh)
 
   def compile_steps(k):
     steps = loop.member_steps(run, data, None, k)
@@ -123,8 +123,7 @@ def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir
   seeds = jnp.asarray([member_configs[n].seed for n in names], jnp.uint32)
 
   mngr = checkpointing.manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_to_keep)
-  states = jax.device_put(_stack([loop.init_state(r, data) for r in runs]),
-                          NamedSharding(mesh, P(parallel.MEMBER_AXIS)))
+  states = jax.device_put(_stack([loop.init_state(r, data) for r in runs]), parallel.member_sharded(mesh))
   step, restored = checkpointing.restore_latest(mngr, checkpointing.abstract(states))
   if step is not None:
     states = restored
