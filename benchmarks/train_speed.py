@@ -26,7 +26,7 @@ flags.DEFINE_integer("repeats", 3, "Repeats; the median is reported.")
 flags.DEFINE_integer("fuse", 10, "Steps per call of the fused loop.")
 flags.DEFINE_integer("sweep_members", 8, "Members of the sweep case.")
 flags.DEFINE_integer("cpu_devices", 0, "XLA devices the CPU is split into (0: one per core, as the experiments).")
-flags.DEFINE_bool("vectorise_sweep", None, "Sweep: vmap the members (default: on GPU/TPU, not on CPU).")
+flags.DEFINE_bool("vectorise_sweep", None, "Sweep: vmap the members in one program (default: on GPU/TPU, not on CPU).")
 FLAGS = flags.FLAGS
 
 
@@ -52,13 +52,13 @@ def _time(fn, steps_per_call: int, calls: int, repeats: int) -> float:
   return statistics.median(times)
 
 
-def _setup(experiment, prior, batch_size, mesh=None, **overrides):
+def _setup(experiment, prior, batch_size, make_mesh=None, **overrides):
   from experiments import configs, loop, tasks  # pylint: disable=g-import-not-at-top
   c = configs.get_config(experiment, prior, smoke=True)
   c.optim.batch_size = batch_size
   c.data.max_examples = 0 if experiment == "fashion_mnist" else c.data.max_examples
   c.update_from_flattened_dict(overrides)
-  mesh = mesh or loop.make_mesh(c)
+  mesh = (make_mesh or loop.make_mesh)(c)
   data = tasks.load_data(c, mesh)
   run = loop.make_run(c, data)
   state = loop.init_state(run, data)
@@ -99,13 +99,13 @@ def _mmd_case(batch_size=500, latent_dim=50) -> dict:
 def _sweep_case(members: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from decompvae import parallel  # pylint: disable=g-import-not-at-top
   from experiments import sweep  # pylint: disable=g-import-not-at-top
-  c, mesh, data, run, state = _setup("dsprites", "anisotropic", 64, mesh=sweep.member_mesh(members))
-  states = jax.device_put(jax.tree.map(lambda x: jnp.stack([x] * members), state), parallel.member_sharded(mesh))
+  _, mesh, data, run, state = _setup("dsprites", "anisotropic", 64,
+                                     make_mesh=lambda c: sweep.sweep_mesh(c, members, vectorise=FLAGS.vectorise_sweep))
+  states = jax.device_put(jax.tree.map(lambda x: jnp.stack([x] * members), state), sweep.states_sharding(mesh))
   seeds = jnp.arange(members, dtype=jnp.uint32)
   hp = {"beta": jnp.linspace(1.0, 8.0, members)}
-  fn = sweep.make_sweep_step_fn(run, data, mesh, 1, vectorise=FLAGS.vectorise_sweep)
+  fn = sweep.make_sweep_step_fn(run, data, mesh, 1)
   holder = [states]
 
   def call():
@@ -113,9 +113,8 @@ def _sweep_case(members: int) -> dict:
     return metrics
 
   sec = _time(call, 1, FLAGS.steps, FLAGS.repeats)
-  return {"members": members, "batch_size": 64, "devices": mesh.devices.size, "vectorise": FLAGS.vectorise_sweep,
-          "ms_per_sweep_step": 1e3 * sec,
-          "images_per_s_all_members": members * 64 / sec}
+  return {"members": members, "batch_size": 64, "devices": mesh.devices.size, "mesh": dict(mesh.shape),
+          "ms_per_sweep_step": 1e3 * sec, "images_per_s_all_members": members * 64 / sec}
 
 
 def _data_case() -> dict:

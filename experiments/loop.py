@@ -203,23 +203,24 @@ def make_mesh(config: ml_collections.ConfigDict):
   """The run's data-parallel mesh over the first `config.train.num_devices` devices.
 
   0 means all devices; in a single process, as many as split the global batch evenly (so a 6-core host
-  still runs batch 64, on 4 devices). An explicit count that does not divide the batch is an error.
+  still runs batch 64, on 4 devices). A batch that does not split over the devices is a RunError.
   """
   devices, n = jax.devices(), config.train.num_devices
   if not n and jax.process_count() == 1:
     n = parallel.largest_divisor(config.optim.batch_size, len(devices))
     if n < len(devices):
       logging.info("Batch %d splits over %d of the %d devices.", config.optim.batch_size, n, len(devices))
-  return parallel.make_mesh(devices[:n] if n else None)
+  mesh = parallel.make_mesh(devices[:n] if n else None)
+  try:
+    parallel.check_batch_size(config.optim.batch_size, mesh)
+  except ValueError as e:
+    raise RunError(str(e)) from e
+  return mesh
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, start_over: bool = False) -> dict:
   """Trains `config` in `workdir` (resuming if a checkpoint exists), evaluates, returns the summary."""
   mesh = make_mesh(config)
-  try:
-    parallel.check_batch_size(config.optim.batch_size, mesh)
-  except ValueError as e:
-    raise RunError(str(e)) from e
   prepare_workdir(workdir, config, start_over=start_over)
   data = tasks.load_data(config, mesh)
   run = make_run(config, data)

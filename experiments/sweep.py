@@ -1,4 +1,4 @@
-"""Sweeps in one program: S members differing in seed, β, α or γ, trained as one jitted step.
+"""Sweeps: S members differing in seed, β, α or γ, trained together (one vmapped program on GPU/TPU).
 
 Each member is exactly the run `train_and_evaluate` would do with that member's config (same keys, same
 batches, same updates; tested), so a sweep is a faster way to get S ordinary runs. Members live stacked
@@ -64,54 +64,98 @@ def members(config: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict)
   return out
 
 
-def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
 def member_mesh(num_members: int, max_devices: int = 0):
-  """A mesh over as many devices (at most `max_devices`; 0: all) as split the members evenly.
-
-  Each device trains its share of the members (`make_sweep_step_fn`).
-  """
+  """A 'members' mesh over as many devices (at most `max_devices`; 0: all) as split the members evenly."""
   devices = jax.devices()[:max_devices or None]
   return parallel.make_mesh(devices[:parallel.largest_divisor(num_members, len(devices))], parallel.MEMBER_AXIS)
 
 
-def make_sweep_step_fn(run: loop.Run, data: tasks.TaskData, mesh, num_steps: int, *,
-                       vectorise: bool | None = None):
-  """`(states[S], arrays, seeds[S], hparams{name: [S]}) -> (states, metrics[S, num_steps])`, jitted.
+def sweep_mesh(config: ml_collections.ConfigDict, num_members: int, *, vectorise: bool | None = None):
+  """The mesh of a sweep, which also decides how its members run (`make_sweep_step_fn`).
 
-  The members are split over `mesh` (see `member_mesh`), whole members per device, so that devices never
-  communicate. On each device, `vectorise=True` vmaps its members (one batched program: the choice on
-  GPU/TPU, where one small member leaves the chip idle); `False` traces them one after another, because
-  XLA:CPU runs vmapped (grouped) convolutions ~4x slower than separate ones. Default: by backend.
-  States stay split over the devices; metrics come back replicated. Steps are fused as `loop.fused_calls`.
+  `vectorise=True`: a 'members' mesh (`member_mesh`), the members vmapped in one program, the choice on
+  GPU/TPU. `False`: the run's own data-parallel mesh (`loop.make_mesh`), members run one after another,
+  the choice on CPU. Default: by backend.
   """
   vectorise = not loop.on_cpu() if vectorise is None else vectorise
+  return member_mesh(num_members, config.train.num_devices) if vectorise else loop.make_mesh(config)
+
+
+def states_sharding(mesh):
+  """Sharding of the stacked member states: split over a 'members' mesh, replicated over a data mesh."""
+  if parallel.MEMBER_AXIS in mesh.axis_names:
+    return parallel.member_sharded(mesh)
+  return parallel.replicated(mesh)
+
+
+def make_sweep_step_fn(run: loop.Run, data: tasks.TaskData, mesh, num_steps: int):
+  """`(states[S], arrays, seeds[S], hparams{name: [S]}) -> (states, metrics[S, num_steps])`.
+
+  Members are stacked along the leading axis of `states`, `seeds` and `hparams`. How they run follows
+  `mesh` (see `sweep_mesh`):
+  - a 'members' mesh: one jitted program (`jax.shard_map`), whole members per device so that devices
+    never communicate, the members of a device `vmap`ped. This is the sweep for GPU/TPU, where one member
+    at batch 64 leaves the chip idle. Steps are fused as in `loop.fused_calls`.
+  - a data mesh: member after member, each `num_steps` calls of one compiled data-parallel member step
+    (as `loop.make_step_fn`, with the seed and swept values as arguments). This is the sweep for XLA:CPU,
+    which ran vmapped (grouped) convolutions ~4x slower, and all members traced into one program ~10%
+    slower than single runs; member by member matches single runs (BUILD_NOTES.md, "Sweeps").
+  """
+  if parallel.MEMBER_AXIS in mesh.axis_names:
+    return _vectorised_step_fn(run, data, mesh, num_steps)
+  return _member_by_member_step_fn(run, data, mesh, num_steps)
+
+
+def _vectorised_step_fn(run, data, mesh, num_steps):
   split = P(parallel.MEMBER_AXIS)
   by_member, rep = parallel.member_sharded(mesh), parallel.replicated(mesh)
 
   def compile_steps(k):
     steps = loop.member_steps(run, data, None, k)
-    member = lambda state, arrays, seed, hp: steps(state, arrays, seed, **hp)
-
-    def sequential(states, arrays, seeds, hparams):
-      return _stack([member(jax.tree.map(lambda x: x[i], states), arrays, seeds[i],
-                            jax.tree.map(lambda x: x[i], hparams)) for i in range(seeds.shape[0])])
-
-    local = jax.vmap(member, in_axes=(0, None, 0, 0)) if vectorise else sequential
-    fn = jax.shard_map(local, mesh=mesh, in_specs=(split, P(), split, split), out_specs=(split, split))
+    member = jax.vmap(lambda state, arrays, seed, hp: steps(state, arrays, seed, **hp), in_axes=(0, None, 0, 0))
+    fn = jax.shard_map(member, mesh=mesh, in_specs=(split, P(), split, split), out_specs=(split, split))
     return jax.jit(fn, donate_argnums=0, in_shardings=(by_member, rep, by_member, by_member),
                    out_shardings=(by_member, rep))
 
   return loop.fused_calls(compile_steps, num_steps)
 
 
+def _member_by_member_step_fn(run, data, mesh, num_steps):
+  rep = parallel.replicated(mesh)
+  steps = loop.fused_calls(lambda k: jax.jit(
+      lambda state, arrays, seed, hp: loop.member_steps(run, data, mesh, k)(state, arrays, seed, **hp),
+      donate_argnums=0, in_shardings=(rep,) * 4, out_shardings=(rep, rep)), num_steps)
+  unstack = jax.jit(_unstack, out_shardings=rep)
+  stack = jax.jit(_stack, out_shardings=rep)
+
+  def sweep_steps(states, arrays, seeds, hparams):
+    members = unstack((states, seeds, hparams))
+    out = []
+    for state, seed, hp in members:
+      out.append(steps(state, arrays, seed, hp))
+      # One member's program at a time: XLA:CPU deadlocked in the all-reduce rendezvous when the
+      # data-parallel programs of two independent members were in flight together.
+      jax.block_until_ready(out[-1])
+    return stack(out)
+
+  return sweep_steps
+
+
+def _stack(trees):
+  """`[tree] -> tree` of arrays stacked along a new leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree) -> list:
+  """The inverse of `_stack`."""
+  return [jax.tree.map(lambda x: x[i], tree) for i in range(jax.tree.leaves(tree)[0].shape[0])]
+
+
 def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir: str, *,
                 start_over: bool = False, vectorise: bool | None = None) -> dict:
   """Trains every member as one program, then evaluates each as an ordinary run; returns the summaries."""
   names = list(member_configs)
-  mesh = member_mesh(len(names), config.train.num_devices)
+  mesh = sweep_mesh(config, len(names), vectorise=vectorise)
   loop.prepare_workdir(workdir, config, start_over=start_over)
   data = tasks.load_data(config, mesh)
   runs = [loop.make_run(member_configs[n], data) for n in names]
@@ -123,7 +167,7 @@ def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir
   seeds = jnp.asarray([member_configs[n].seed for n in names], jnp.uint32)
 
   mngr = checkpointing.manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_to_keep)
-  states = jax.device_put(_stack([loop.init_state(r, data) for r in runs]), parallel.member_sharded(mesh))
+  states = jax.device_put(_stack([loop.init_state(r, data) for r in runs]), states_sharding(mesh))
   step, restored = checkpointing.restore_latest(mngr, checkpointing.abstract(states))
   if step is not None:
     states = restored
@@ -136,7 +180,7 @@ def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir
   while step < run.num_steps:
     k = min(n_call, run.num_steps - step)
     if k not in fns:
-      fns[k] = make_sweep_step_fn(run, data, mesh, k, vectorise=vectorise)
+      fns[k] = make_sweep_step_fn(run, data, mesh, k)
     states, metrics = fns[k](states, arrays, seeds, hparams)
     metrics = jax.device_get(metrics)
     for i, n in enumerate(names):

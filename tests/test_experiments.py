@@ -145,16 +145,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_meshes_use_as_many_devices_as_split_the_work():
   assert loop.make_mesh(_config(**{"optim.batch_size": 12})).devices.size == 6       # of 8
-  assert loop.make_mesh(_config(**{"optim.batch_size": 12, "train.num_devices": 5})).devices.size == 5
+  assert loop.make_mesh(_config(**{"optim.batch_size": 12, "train.num_devices": 4})).devices.size == 4
   with pytest.raises(loop.RunError, match="does not split evenly over 5 devices"):
     loop.train_and_evaluate(_config(**{"optim.batch_size": 12, "train.num_devices": 5}), "/nonexistent")
+  with pytest.raises(loop.RunError, match="does not split evenly over 5 devices"):
+    c = _config(**{"optim.batch_size": 12, "train.num_devices": 5})
+    sweep.train_sweep(c, sweep.members(c, _sweep(beta="1,2")), "/nonexistent", vectorise=False)
   assert [sweep.member_mesh(s).devices.size for s in (1, 3, 4, 12, 16)] == [1, 3, 4, 6, 8]
   assert sweep.member_mesh(4, max_devices=2).devices.size == 2
 
 
 @pytest.mark.parametrize("vectorise", [True, False])
 def test_sweep_member_equals_solo_run(tmp_path, vectorise):
-  # Four members on two devices: each device trains two of them.
+  # Four members on two devices: vmapped, each device trains two of them; not vmapped, each member in turn
+  # is data-parallel over both.
   base = _config(steps=4, **{"train.num_devices": 2})
   members = sweep.members(base, _sweep(beta="0,1,2,3"))
   assert sorted(members) == ["beta=0", "beta=1", "beta=2", "beta=3"]
