@@ -23,7 +23,7 @@ from absl import app, flags
 flags.DEFINE_list("only", [], "Cases to run: dsprites, fused, mmd, fashion_mnist, sweep, data (default all).")
 flags.DEFINE_integer("steps", 40, "Timed steps per repeat.")
 flags.DEFINE_integer("repeats", 3, "Repeats; the median is reported.")
-flags.DEFINE_integer("fuse", 10, "Steps per call of the fused loop.")
+flags.DEFINE_integer("fuse", 10, "Steps per call of the fused loop and the sweep.")
 flags.DEFINE_integer("sweep_members", 8, "Members of the sweep case.")
 flags.DEFINE_integer("cpu_devices", 0, "XLA devices the CPU is split into (0: one per core, as the experiments).")
 flags.DEFINE_bool("vectorise_sweep", None, "Sweep: vmap the members in one program (default: on GPU/TPU, not on CPU).")
@@ -105,15 +105,15 @@ def _sweep_case(members: int) -> dict:
   states = jax.device_put(jax.tree.map(lambda x: jnp.stack([x] * members), state), sweep.states_sharding(mesh))
   seeds = jnp.arange(members, dtype=jnp.uint32)
   hp = {"beta": jnp.linspace(1.0, 8.0, members)}
-  fn = sweep.make_sweep_step_fn(run, data, mesh, 1)
+  fn = sweep.make_sweep_step_fn(run, data, mesh, FLAGS.fuse)
   holder = [states]
 
   def call():
     holder[0], metrics = fn(holder[0], data.train, seeds, hp)
     return metrics
 
-  sec = _time(call, 1, FLAGS.steps, FLAGS.repeats)
-  return {"members": members, "batch_size": 64, "devices": mesh.devices.size, "mesh": dict(mesh.shape),
+  sec = _time(call, FLAGS.fuse, max(1, FLAGS.steps // FLAGS.fuse), FLAGS.repeats)
+  return {"members": members, "batch_size": 64, "steps_per_call": FLAGS.fuse, "mesh": dict(mesh.shape),
           "ms_per_sweep_step": 1e3 * sec, "images_per_s_all_members": members * 64 / sec}
 
 
