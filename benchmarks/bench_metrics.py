@@ -23,47 +23,47 @@ DSPRITES_SIZES = (3, 6, 40, 32, 32)
 
 
 def synthetic_dsprites_codes(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    classes = np.stack(np.meshgrid(*[np.arange(s) for s in DSPRITES_SIZES], indexing="ij"), -1).reshape(-1, 5)
-    rng = np.random.RandomState(seed)
-    signal = np.tanh(2 * (classes / (np.array(DSPRITES_SIZES) - 1) - 0.5)) + 0.1 * rng.randn(*classes.shape)
-    mixing = np.eye(5) + 0.3 * rng.randn(5, 5)
-    z = np.concatenate([signal @ mixing, rng.randn(len(classes), 5)], axis=1)
-    return z.astype(np.float32), classes
+  classes = np.stack(np.meshgrid(*[np.arange(s) for s in DSPRITES_SIZES], indexing="ij"), -1).reshape(-1, 5)
+  rng = np.random.RandomState(seed)
+  signal = np.tanh(2 * (classes / (np.array(DSPRITES_SIZES) - 1) - 0.5)) + 0.1 * rng.randn(*classes.shape)
+  mixing = np.eye(5) + 0.3 * rng.randn(5, 5)
+  z = np.concatenate([signal @ mixing, rng.randn(len(classes), 5)], axis=1)
+  return z.astype(np.float32), classes
 
 
 def _timed(fn):
-    """Wall seconds, and CPU seconds of this process (all its threads): the CPU is often shared."""
-    start, start_cpu = time.perf_counter(), time.process_time()
-    result = fn()
-    return {"seconds": round(time.perf_counter() - start, 2),
-            "cpu_seconds": round(time.process_time() - start_cpu, 2), **result}
+  """Wall seconds, and CPU seconds of this process (all its threads): the CPU is often shared."""
+  start, start_cpu = time.perf_counter(), time.process_time()
+  result = fn()
+  return {"seconds": round(time.perf_counter() - start, 2),
+          "cpu_seconds": round(time.process_time() - start_cpu, 2), **result}
 
 
 def main(argv):
-    del argv
-    z, classes = synthetic_dsprites_codes()
-    table = metrics.CodeTable(z, classes)
-    to_gaussian = functools.partial(metrics.student_t_to_gaussian, df=9.0)
-    report = {
-        "representation": list(z.shape),
-        "paper_disentanglement": _timed(lambda: metrics.paper_disentanglement(z, classes)),
-        "paper_disentanglement_with_student_t_map": _timed(
-            lambda: metrics.paper_disentanglement(z, classes, transform=to_gaussian)),
-        "factor_vae": _timed(lambda: metrics.factor_vae_score(table)),
-        "beta_vae": _timed(lambda: metrics.beta_vae_score(table)),
-        "mig": _timed(lambda: metrics.mig(table)),
-        "sap": _timed(lambda: metrics.sap(table)),
-        "modularity_explicitness": _timed(lambda: metrics.modularity_explicitness(table)),
-        "hoyer_sparsity": _timed(lambda: {"value": metrics.hoyer_sparsity(z)}),
-        "dci": _timed(lambda: metrics.dci(table, n_jobs=_N_JOBS.value)),
-    }
-    if _DCI_SKLEARN.value:
-        report["dci_sklearn"] = _timed(lambda: metrics.dci(table, backend="sklearn"))
-        report["dci_max_abs_difference"] = max(abs(report["dci"][k] - report["dci_sklearn"][k]) for k in
-                                               ("informativeness_train", "informativeness_test", "disentanglement",
-                                                "completeness"))
-    print(json.dumps(report, indent=1))
+  del argv
+  z, classes = synthetic_dsprites_codes()
+  table = metrics.CodeTable(z, classes)
+  to_gaussian = functools.partial(metrics.student_t_to_gaussian, df=9.0)
+  report = {
+      "representation": list(z.shape),
+      "paper_disentanglement": _timed(lambda: metrics.paper_disentanglement(z, classes)),
+      "paper_disentanglement_with_student_t_map": _timed(
+          lambda: metrics.paper_disentanglement(z, classes, transform=to_gaussian)),
+      "factor_vae": _timed(lambda: metrics.factor_vae_score(table)),
+      "beta_vae": _timed(lambda: metrics.beta_vae_score(table)),
+      "mig": _timed(lambda: metrics.mig(table)),
+      "sap": _timed(lambda: metrics.sap(table)),
+      "modularity_explicitness": _timed(lambda: metrics.modularity_explicitness(table)),
+      "hoyer_sparsity": _timed(lambda: {"value": metrics.hoyer_sparsity(z)}),
+      "dci": _timed(lambda: metrics.dci(table, n_jobs=_N_JOBS.value)),
+  }
+  if _DCI_SKLEARN.value:
+    report["dci_sklearn"] = _timed(lambda: metrics.dci(table, backend="sklearn"))
+    report["dci_max_abs_difference"] = max(abs(report["dci"][k] - report["dci_sklearn"][k]) for k in
+                                           ("informativeness_train", "informativeness_test", "disentanglement",
+                                            "completeness"))
+  print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
-    app.run(main)
+  app.run(main)

@@ -74,68 +74,68 @@ print(json.dumps({name: {key: float(v) for key, v in scores.items()} for name, s
 
 
 def _reference(tmp_path, arrays, num_train, num_test):
-    (tmp_path / "runner.py").write_text(RUNNER)
-    np.savez(tmp_path / "arrays.npz", **arrays)
-    cfg = json.dumps({"num_train": num_train, "num_test": num_test})
-    result = subprocess.run([DLIB_PYTHON, str(tmp_path / "runner.py"), str(tmp_path / "arrays.npz"), cfg],
-                            capture_output=True, text=True, check=True)
-    return json.loads(result.stdout)
+  (tmp_path / "runner.py").write_text(RUNNER)
+  np.savez(tmp_path / "arrays.npz", **arrays)
+  cfg = json.dumps({"num_train": num_train, "num_test": num_test})
+  result = subprocess.run([DLIB_PYTHON, str(tmp_path / "runner.py"), str(tmp_path / "arrays.npz"), cfg],
+                          capture_output=True, text=True, check=True)
+  return json.loads(result.stdout)
 
 
 def _ours(table, num_train, num_test):
-    return {
-        "factor_vae": metrics.factor_vae_score(table, num_train=num_train, num_eval=num_test,
-                                               num_variance_estimate=num_train),
-        "beta_vae": metrics.beta_vae_score(table, num_train=num_train, num_eval=num_test),
-        "mig": metrics.mig(table, num_train=num_train),
-        "sap": metrics.sap(table, num_train=num_train, num_test=num_test),
-        "modularity": metrics.modularity_explicitness(table, num_train=num_train, num_test=num_test),
-    }
+  return {
+      "factor_vae": metrics.factor_vae_score(table, num_train=num_train, num_eval=num_test,
+                                             num_variance_estimate=num_train),
+      "beta_vae": metrics.beta_vae_score(table, num_train=num_train, num_eval=num_test),
+      "mig": metrics.mig(table, num_train=num_train),
+      "sap": metrics.sap(table, num_train=num_train, num_test=num_test),
+      "modularity": metrics.modularity_explicitness(table, num_train=num_train, num_test=num_test),
+  }
 
 
 def _messy_table(sizes, seed=0):
-    """Codes of every factor combination: standardised factors, rotated, plus noise and a noise dimension."""
-    classes = np.stack(np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
-    rng = np.random.RandomState(seed)
-    k = len(sizes)
-    mixed = (classes - classes.mean(0)) / classes.std(0) @ stats.special_ortho_group.rvs(k, random_state=1)
-    z = np.concatenate([mixed + 0.3 * rng.randn(*classes.shape), rng.randn(len(classes), 1)], 1)
-    return z.astype(np.float32), classes
+  """Codes of every factor combination: standardised factors, rotated, plus noise and a noise dimension."""
+  classes = np.stack(np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
+  rng = np.random.RandomState(seed)
+  k = len(sizes)
+  mixed = (classes - classes.mean(0)) / classes.std(0) @ stats.special_ortho_group.rvs(k, random_state=1)
+  z = np.concatenate([mixed + 0.3 * rng.randn(*classes.shape), rng.randn(len(classes), 1)], 1)
+  return z.astype(np.float32), classes
 
 
 def _dci_inputs(num_train, num_test, sizes=(3, 6, 10)):
-    rng = np.random.RandomState(7)
-    y = np.stack([rng.randint(s, size=num_train + num_test) for s in sizes], 1)
-    z = np.concatenate([(y + 0.4 * rng.randn(*y.shape)) @ rng.randn(3, 3), rng.randn(len(y), 2)], 1)
-    return {"dci_codes": z[:num_train], "dci_factors": y[:num_train], "dci_codes_test": z[num_train:],
-            "dci_factors_test": y[num_train:]}
+  rng = np.random.RandomState(7)
+  y = np.stack([rng.randint(s, size=num_train + num_test) for s in sizes], 1)
+  z = np.concatenate([(y + 0.4 * rng.randn(*y.shape)) @ rng.randn(3, 3), rng.randn(len(y), 2)], 1)
+  return {"dci_codes": z[:num_train], "dci_factors": y[:num_train], "dci_codes_test": z[num_train:],
+          "dci_factors_test": y[num_train:]}
 
 
 def _compare(ours, reference):
-    assert set(ours) == set(reference)
-    for name, scores in reference.items():
-        for key, value in scores.items():
-            assert ours[name][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, key)
+  assert set(ours) == set(reference)
+  for name, scores in reference.items():
+    for key, value in scores.items():
+      assert ours[name][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, key)
 
 
 def test_same_numbers_as_disentanglement_lib_small(tmp_path):
-    z, classes = _messy_table((4, 5, 6))
-    dci_arrays = _dci_inputs(300, 150)
-    reference = _reference(tmp_path, {"z": z, "factor_sizes": np.array((4, 5, 6)), **dci_arrays}, 500, 250)
-    ours = _ours(metrics.CodeTable(z, classes), 500, 250)
-    ours["dci"] = metrics.dci_from_codes(dci_arrays["dci_codes"], dci_arrays["dci_factors"],
-                                         dci_arrays["dci_codes_test"], dci_arrays["dci_factors_test"], n_jobs=1)
-    assert 0.3 < ours["factor_vae"]["eval_accuracy"] < 0.99 and 0.3 < ours["beta_vae"]["eval_accuracy"] < 0.99
-    _compare(ours, reference)
+  z, classes = _messy_table((4, 5, 6))
+  dci_arrays = _dci_inputs(300, 150)
+  reference = _reference(tmp_path, {"z": z, "factor_sizes": np.array((4, 5, 6)), **dci_arrays}, 500, 250)
+  ours = _ours(metrics.CodeTable(z, classes), 500, 250)
+  ours["dci"] = metrics.dci_from_codes(dci_arrays["dci_codes"], dci_arrays["dci_factors"],
+                                       dci_arrays["dci_codes_test"], dci_arrays["dci_factors_test"], n_jobs=1)
+  assert 0.3 < ours["factor_vae"]["eval_accuracy"] < 0.99 and 0.3 < ours["beta_vae"]["eval_accuracy"] < 0.99
+  _compare(ours, reference)
 
 
 @pytest.mark.slow
 def test_same_numbers_as_disentanglement_lib_at_default_sizes_on_dsprites_factors(tmp_path):
-    sizes = (3, 6, 40, 32, 32)
-    z, classes = _messy_table(sizes)
-    dci_arrays = _dci_inputs(2000, 1000)
-    reference = _reference(tmp_path, {"z": z, "factor_sizes": np.array(sizes), **dci_arrays}, 10_000, 5000)
-    ours = _ours(metrics.CodeTable(z, classes), 10_000, 5000)
-    ours["dci"] = metrics.dci_from_codes(dci_arrays["dci_codes"], dci_arrays["dci_factors"],
-                                         dci_arrays["dci_codes_test"], dci_arrays["dci_factors_test"])
-    _compare(ours, reference)
+  sizes = (3, 6, 40, 32, 32)
+  z, classes = _messy_table(sizes)
+  dci_arrays = _dci_inputs(2000, 1000)
+  reference = _reference(tmp_path, {"z": z, "factor_sizes": np.array(sizes), **dci_arrays}, 10_000, 5000)
+  ours = _ours(metrics.CodeTable(z, classes), 10_000, 5000)
+  ours["dci"] = metrics.dci_from_codes(dci_arrays["dci_codes"], dci_arrays["dci_factors"],
+                                       dci_arrays["dci_codes_test"], dci_arrays["dci_factors_test"])
+  _compare(ours, reference)

@@ -27,81 +27,81 @@ _M1, _M2, _GOLDEN, _EPOCH_SALT = (np.uint32(c) for c in (0x7FEB352D, 0x846CA68B,
 
 
 def _mix32(x):
-    """lowbias32 (C. Wellons' hash-prospector): a fast invertible mixing of uint32 values, numpy or jax."""
-    x = x ^ (x >> 16)
-    x = x * _M1
-    x = x ^ (x >> 15)
-    x = x * _M2
-    return x ^ (x >> 16)
+  """lowbias32 (C. Wellons' hash-prospector): a fast invertible mixing of uint32 values, numpy or jax."""
+  x = x ^ (x >> 16)
+  x = x * _M1
+  x = x ^ (x >> 15)
+  x = x * _M2
+  return x ^ (x >> 16)
 
 
 def _round_keys(seed, epoch, xp):
-    """uint32 [_ROUNDS]: the round keys of epoch `epoch` of seed `seed` (identical in numpy and jax)."""
-    seed, epoch = (xp.reshape(xp.asarray(v).astype(xp.uint32), (1,)) for v in (seed, epoch))
-    rounds = xp.arange(_ROUNDS, dtype=xp.uint32)
-    return _mix32(_mix32((seed ^ _STREAM) + rounds * _GOLDEN) ^ _mix32(epoch + _EPOCH_SALT))
+  """uint32 [_ROUNDS]: the round keys of epoch `epoch` of seed `seed` (identical in numpy and jax)."""
+  seed, epoch = (xp.reshape(xp.asarray(v).astype(xp.uint32), (1,)) for v in (seed, epoch))
+  rounds = xp.arange(_ROUNDS, dtype=xp.uint32)
+  return _mix32(_mix32((seed ^ _STREAM) + rounds * _GOLDEN) ^ _mix32(epoch + _EPOCH_SALT))
 
 
 def _feistel(x, keys, half_bits: int):
-    """A balanced Feistel network on [0, 4**half_bits): a bijection for any round keys."""
-    mask = (1 << half_bits) - 1
-    left, right = x >> half_bits, x & mask
-    for k in range(_ROUNDS):
-        left, right = right, left ^ (_mix32(right ^ keys[k]) & mask)
-    return (left << half_bits) | right
+  """A balanced Feistel network on [0, 4**half_bits): a bijection for any round keys."""
+  mask = (1 << half_bits) - 1
+  left, right = x >> half_bits, x & mask
+  for k in range(_ROUNDS):
+    left, right = right, left ^ (_mix32(right ^ keys[k]) & mask)
+  return (left << half_bits) | right
 
 
 def _permute(position, num_examples: int, keys, xp):
-    """π(position) for the bijection π of [0, N) defined by `keys`: walk the cycle until back inside [0, N)."""
-    half_bits = max(1, -(-(num_examples - 1).bit_length() // 2))
-    x = _feistel(position, keys, half_bits)
-    step = lambda x: xp.where(x >= num_examples, _feistel(x, keys, half_bits), x)
-    if xp is np:
-        while np.any(x >= num_examples):
-            x = step(x)
-        return x
-    return jax.lax.while_loop(lambda x: jnp.any(x >= num_examples), step, x)
+  """π(position) for the bijection π of [0, N) defined by `keys`: walk the cycle until back inside [0, N)."""
+  half_bits = max(1, -(-(num_examples - 1).bit_length() // 2))
+  x = _feistel(position, keys, half_bits)
+  step = lambda x: xp.where(x >= num_examples, _feistel(x, keys, half_bits), x)
+  if xp is np:
+    while np.any(x >= num_examples):
+      x = step(x)
+    return x
+  return jax.lax.while_loop(lambda x: jnp.any(x >= num_examples), step, x)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-    """Full batches per epoch, S = N // B; the last N mod B examples of each epoch's order are dropped.
+  """Full batches per epoch, S = N // B; the last N mod B examples of each epoch's order are dropped.
 
-    References:
-        SPEC §5 (batch sizes: 64 of 737,280, 500 of 60,000, 400 of 400 divide exactly).
-    """
-    if not 0 < batch_size <= num_examples:
-        raise ValueError(f"batch_size must be in 1..{num_examples} (the number of examples); got {batch_size}")
-    return num_examples // batch_size
+  References:
+      SPEC §5 (batch sizes: 64 of 737,280, 500 of 60,000, 400 of 400 divide exactly).
+  """
+  if not 0 < batch_size <= num_examples:
+    raise ValueError(f"batch_size must be in 1..{num_examples} (the number of examples); got {batch_size}")
+  return num_examples // batch_size
 
 
 def batch_indices(seed, step, *, num_examples: int, batch_size: int, xp=jnp):
-    """Example indices of training batch `step`: epoch-wise shuffling without replacement.
+  """Example indices of training batch `step`: epoch-wise shuffling without replacement.
 
-    With S = N // B steps per epoch, step t belongs to epoch e = t // S and takes positions (t mod S)·B + b,
-    b < B, of the epoch's permutation π_{seed,e} of [0, N). The last partial batch is dropped: the N mod B
-    examples at the end of each epoch's order (different ones every epoch) are not used in that epoch, so every
-    batch is full and every example appears at most once per epoch (exactly once when B divides N, as for all
-    the paper's settings). π is a 6-round Feistel network on [0, 4^h), 4^h >= N, with round keys hashed from
-    (seed, e), restricted to [0, N) by cycle walking: O(B) work per batch, no state, the same in numpy and jax.
+  With S = N // B steps per epoch, step t belongs to epoch e = t // S and takes positions (t mod S)·B + b,
+  b < B, of the epoch's permutation π_{seed,e} of [0, N). The last partial batch is dropped: the N mod B
+  examples at the end of each epoch's order (different ones every epoch) are not used in that epoch, so every
+  batch is full and every example appears at most once per epoch (exactly once when B divides N, as for all
+  the paper's settings). π is a 6-round Feistel network on [0, 4^h), 4^h >= N, with round keys hashed from
+  (seed, e), restricted to [0, N) by cycle walking: O(B) work per batch, no state, the same in numpy and jax.
 
-    Args:
-        seed: the data seed (int, may be traced).
-        step: the training step (int, may be traced).
-        num_examples: N (static).
-        batch_size: B (static).
-        xp: jax.numpy (jittable) or numpy (host path); both give the same indices.
+  Args:
+      seed: the data seed (int, may be traced).
+      step: the training step (int, may be traced).
+      num_examples: N (static).
+      batch_size: B (static).
+      xp: jax.numpy (jittable) or numpy (host path); both give the same indices.
 
-    Returns:
-        int32 [B] indices in [0, N).
+  Returns:
+      int32 [B] indices in [0, N).
 
-    References:
-        Luby and Rackoff (1988), pseudo-random permutations from Feistel networks; Black and Rogaway (2002),
-        "Ciphers with arbitrary finite domains" (cycle walking); STYLE conventions 5 and 6.
-    """
-    per_epoch = steps_per_epoch(num_examples, batch_size)
-    epoch, within = step // per_epoch, step % per_epoch
-    position = (within * batch_size + xp.arange(batch_size)).astype(xp.uint32)
-    return _permute(position, num_examples, _round_keys(seed, epoch, xp), xp).astype(xp.int32)
+  References:
+      Luby and Rackoff (1988), pseudo-random permutations from Feistel networks; Black and Rogaway (2002),
+      "Ciphers with arbitrary finite domains" (cycle walking); STYLE conventions 5 and 6.
+  """
+  per_epoch = steps_per_epoch(num_examples, batch_size)
+  epoch, within = step // per_epoch, step % per_epoch
+  position = (within * batch_size + xp.arange(batch_size)).astype(xp.uint32)
+  return _permute(position, num_examples, _round_keys(seed, epoch, xp), xp).astype(xp.int32)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -109,124 +109,124 @@ def batch_indices(seed, step, *, num_examples: int, batch_size: int, xp=jnp):
 
 
 def decode_packed_bits(rows):
-    """float32 [B, 64, 64, 1] in {0, 1} from bit-packed dSprites rows uint8 [B, 512] (bit order "big").
+  """float32 [B, 64, 64, 1] in {0, 1} from bit-packed dSprites rows uint8 [B, 512] (bit order "big").
 
-    References:
-        SPEC §7 (never hold dSprites as float32).
-    """
-    size = dsprites_lib.IMAGE_SIZE
-    return jnp.unpackbits(rows, axis=-1).reshape(-1, size, size, 1).astype(jnp.float32)
+  References:
+      SPEC §7 (never hold dSprites as float32).
+  """
+  size = dsprites_lib.IMAGE_SIZE
+  return jnp.unpackbits(rows, axis=-1).reshape(-1, size, size, 1).astype(jnp.float32)
 
 
 def decode_float(rows):
-    """The rows as float32 (pinwheel points).
+  """The rows as float32 (pinwheel points).
 
-    References:
-        SPEC §7 (pinwheel).
-    """
-    return rows.astype(jnp.float32)
+  References:
+      SPEC §7 (pinwheel).
+  """
+  return rows.astype(jnp.float32)
 
 
 @flax.struct.dataclass
 class DeviceDataset:
-    """A dataset on the accelerator: compact `storage` rows, and `decode` mapping a batch of rows to float32.
+  """A dataset on the accelerator: compact `storage` rows, and `decode` mapping a batch of rows to float32.
 
-    `indices` (optional, int32 [M]) restricts the dataset to those rows, e.g. a training split.
-    """
+  `indices` (optional, int32 [M]) restricts the dataset to those rows, e.g. a training split.
+  """
 
-    storage: jax.Array  # [N, ...]: dSprites uint8 [N, 512] bits; Fashion-MNIST uint8 [N, 32, 32, 1]; float32 [N, 2]
-    indices: jax.Array | None = None
-    decode: Callable[[jax.Array], jax.Array] = flax.struct.field(pytree_node=False, default=decode_float)
+  storage: jax.Array  # [N, ...]: dSprites uint8 [N, 512] bits; Fashion-MNIST uint8 [N, 32, 32, 1]; float32 [N, 2]
+  indices: jax.Array | None = None
+  decode: Callable[[jax.Array], jax.Array] = flax.struct.field(pytree_node=False, default=decode_float)
 
-    @property
-    def num_examples(self) -> int:
-        return (self.storage if self.indices is None else self.indices).shape[0]
+  @property
+  def num_examples(self) -> int:
+    return (self.storage if self.indices is None else self.indices).shape[0]
 
 
 def to_device(data: Any, *, indices=None, mesh: Mesh | None = None) -> DeviceDataset:
-    """Puts a dataset on the accelerator in its compact form, replicated over `mesh` if given.
+  """Puts a dataset on the accelerator in its compact form, replicated over `mesh` if given.
 
-    dSprites (`DSprites`) stays bit-packed (uint8 [737280, 512], 377 MB) and is unpacked per batch; Fashion-MNIST
-    (`LabelledImages`) stays uint8 and is scaled and clamped per batch; an array (pinwheel points) is stored as
-    float32. Never the whole of dSprites as float32 (11 GiB).
+  dSprites (`DSprites`) stays bit-packed (uint8 [737280, 512], 377 MB) and is unpacked per batch; Fashion-MNIST
+  (`LabelledImages`) stays uint8 and is scaled and clamped per batch; an array (pinwheel points) is stored as
+  float32. Never the whole of dSprites as float32 (11 GiB).
 
-    Args:
-        data: a `DSprites`, a `LabelledImages` or a float array [N, ...].
-        indices: optional rows to use (e.g. a training split from `holdout_split`).
-        mesh: a mesh with a 'data' axis; the data are replicated on it (P()).
+  Args:
+      data: a `DSprites`, a `LabelledImages` or a float array [N, ...].
+      indices: optional rows to use (e.g. a training split from `holdout_split`).
+      mesh: a mesh with a 'data' axis; the data are replicated on it (P()).
 
-    Returns:
-        `DeviceDataset`.
+  Returns:
+      `DeviceDataset`.
 
-    References:
-        STYLE convention 7; SPEC §7 (dSprites memory).
-    """
-    if isinstance(data, dsprites_lib.DSprites):
-        storage, decode = data.packed, decode_packed_bits
-    elif isinstance(data, fashion_mnist_lib.LabelledImages):
-        storage, decode = data.images, fashion_mnist_lib.to_unit_interval
-    else:
-        storage, decode = np.asarray(data, np.float32), decode_float
-    place = (lambda a: jax.device_put(a, NamedSharding(mesh, P()))) if mesh is not None else jax.device_put
-    return DeviceDataset(place(storage), None if indices is None else place(np.asarray(indices, np.int32)), decode)
+  References:
+      STYLE convention 7; SPEC §7 (dSprites memory).
+  """
+  if isinstance(data, dsprites_lib.DSprites):
+    storage, decode = data.packed, decode_packed_bits
+  elif isinstance(data, fashion_mnist_lib.LabelledImages):
+    storage, decode = data.images, fashion_mnist_lib.to_unit_interval
+  else:
+    storage, decode = np.asarray(data, np.float32), decode_float
+  place = (lambda a: jax.device_put(a, NamedSharding(mesh, P()))) if mesh is not None else jax.device_put
+  return DeviceDataset(place(storage), None if indices is None else place(np.asarray(indices, np.int32)), decode)
 
 
 def holdout_split(num_examples: int, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A random split of range(num_examples): (train indices, test indices), each sorted.
+  """A random split of range(num_examples): (train indices, test indices), each sorted.
 
-    References:
-        SPEC §5 (dSprites: the whole set, as the authors, or a held-out split).
-    """
-    order = np.random.default_rng(seed).permutation(num_examples)
-    num_test = int(round(test_fraction * num_examples))
-    return np.sort(order[num_test:]), np.sort(order[:num_test])
+  References:
+      SPEC §5 (dSprites: the whole set, as the authors, or a held-out split).
+  """
+  order = np.random.default_rng(seed).permutation(num_examples)
+  num_test = int(round(test_fraction * num_examples))
+  return np.sort(order[num_test:]), np.sort(order[:num_test])
 
 
 def _batch_sharding(mesh: Mesh | None, batch_size: int) -> NamedSharding | None:
-    if mesh is None:
-        return None
-    parallel.check_batch_size(batch_size, mesh)
-    return NamedSharding(mesh, P(DATA_AXIS))
+  if mesh is None:
+    return None
+  parallel.check_batch_size(batch_size, mesh)
+  return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def _shard(x, sharding: NamedSharding | None):
-    if sharding is None:
-        return x
-    if sharding.mesh.are_all_axes_explicit:
-        return jax.reshard(x, sharding)
-    return jax.lax.with_sharding_constraint(x, sharding)
+  if sharding is None:
+    return x
+  if sharding.mesh.are_all_axes_explicit:
+    return jax.reshard(x, sharding)
+  return jax.lax.with_sharding_constraint(x, sharding)
 
 
 def get_batch(data: DeviceDataset, seed, step, *, batch_size: int, sharding: NamedSharding | None = None):
-    """Training batch `step` for `seed`, decoded to float32, on the device: x_BxX = decode(storage[π(...)]).
+  """Training batch `step` for `seed`, decoded to float32, on the device: x_BxX = decode(storage[π(...)]).
 
-    Pure and jittable (`batch_size` and `sharding` static); see `batch_indices` for the order. With a
-    `sharding` (NamedSharding(mesh, P('data'))) each device gathers and decodes only its slice of the batch;
-    the global batch is the same for any number of devices.
+  Pure and jittable (`batch_size` and `sharding` static); see `batch_indices` for the order. With a
+  `sharding` (NamedSharding(mesh, P('data'))) each device gathers and decodes only its slice of the batch;
+  the global batch is the same for any number of devices.
 
-    References:
-        STYLE conventions 6 and 7.
-    """
-    idx = batch_indices(seed, step, num_examples=data.num_examples, batch_size=batch_size)
-    if data.indices is not None:
-        idx = data.indices[idx]
-    idx = _shard(idx, sharding)
-    explicit = sharding is not None and sharding.mesh.are_all_axes_explicit
-    rows = data.storage.at[idx].get(out_sharding=sharding if explicit else None)
-    return _shard(data.decode(rows), sharding)
+  References:
+      STYLE conventions 6 and 7.
+  """
+  idx = batch_indices(seed, step, num_examples=data.num_examples, batch_size=batch_size)
+  if data.indices is not None:
+    idx = data.indices[idx]
+  idx = _shard(idx, sharding)
+  explicit = sharding is not None and sharding.mesh.are_all_axes_explicit
+  rows = data.storage.at[idx].get(out_sharding=sharding if explicit else None)
+  return _shard(data.decode(rows), sharding)
 
 
 def make_batch_fn(batch_size: int, *, mesh: Mesh | None = None) -> Callable:
-    """jit of `get_batch`: (data, seed, step) -> global batch, sharded P('data') over `mesh` if given.
+  """jit of `get_batch`: (data, seed, step) -> global batch, sharded P('data') over `mesh` if given.
 
-    Raises:
-        ValueError: if `batch_size` is not a multiple of the mesh's 'data' axis size.
+  Raises:
+      ValueError: if `batch_size` is not a multiple of the mesh's 'data' axis size.
 
-    References:
-        STYLE convention 7.
-    """
-    sharding = _batch_sharding(mesh, batch_size)
-    return jax.jit(lambda data, seed, step: get_batch(data, seed, step, batch_size=batch_size, sharding=sharding))
+  References:
+      STYLE convention 7.
+  """
+  sharding = _batch_sharding(mesh, batch_size)
+  return jax.jit(lambda data, seed, step: get_batch(data, seed, step, batch_size=batch_size, sharding=sharding))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -235,34 +235,34 @@ def make_batch_fn(batch_size: int, *, mesh: Mesh | None = None) -> Callable:
 
 def host_batch(fetch: Callable[[np.ndarray], np.ndarray], num_examples: int, seed: int, step: int, *,
                batch_size: int, mesh: Mesh) -> jax.Array:
-    """Global batch `step` assembled from host data: each process fetches only the rows its devices hold.
+  """Global batch `step` assembled from host data: each process fetches only the rows its devices hold.
 
-    The indices are those of `batch_indices` (computed in numpy; the same batches as the device path), so a
-    run can switch between the two paths. Works across processes: every process computes the same global
-    indices and passes its own rows to `jax.make_array_from_process_local_data`.
+  The indices are those of `batch_indices` (computed in numpy; the same batches as the device path), so a
+  run can switch between the two paths. Works across processes: every process computes the same global
+  indices and passes its own rows to `jax.make_array_from_process_local_data`.
 
-    Args:
-        fetch: maps int indices [n] to float32 examples [n, ...] (e.g. `DSprites.images`).
-        num_examples: N.
-        seed, step: as for `batch_indices`.
-        batch_size: the global batch size B.
-        mesh: the mesh; the batch is sharded P('data').
+  Args:
+      fetch: maps int indices [n] to float32 examples [n, ...] (e.g. `DSprites.images`).
+      num_examples: N.
+      seed, step: as for `batch_indices`.
+      batch_size: the global batch size B.
+      mesh: the mesh; the batch is sharded P('data').
 
-    Returns:
-        float32 [B, ...] jax.Array sharded NamedSharding(mesh, P('data')).
+  Returns:
+      float32 [B, ...] jax.Array sharded NamedSharding(mesh, P('data')).
 
-    References:
-        STYLE convention 6 (batches as a function of (seed, step, process)); JAX multi-process documentation.
-    """
-    sharding = _batch_sharding(mesh, batch_size)
-    idx = batch_indices(seed, step, num_examples=num_examples, batch_size=batch_size, xp=np)
-    starts = sorted({s[0].start or 0 for s in sharding.addressable_devices_indices_map((batch_size,)).values()})
-    shard = batch_size // mesh.shape[DATA_AXIS]
-    lo, hi = starts[0], starts[-1] + shard
-    if hi - lo != len(starts) * shard:
-        raise ValueError("this process's devices must hold a contiguous part of the batch (mesh order by process)")
-    local = fetch(idx[lo:hi])
-    return jax.make_array_from_process_local_data(sharding, local, (batch_size, *local.shape[1:]))
+  References:
+      STYLE convention 6 (batches as a function of (seed, step, process)); JAX multi-process documentation.
+  """
+  sharding = _batch_sharding(mesh, batch_size)
+  idx = batch_indices(seed, step, num_examples=num_examples, batch_size=batch_size, xp=np)
+  starts = sorted({s[0].start or 0 for s in sharding.addressable_devices_indices_map((batch_size,)).values()})
+  shard = batch_size // mesh.shape[DATA_AXIS]
+  lo, hi = starts[0], starts[-1] + shard
+  if hi - lo != len(starts) * shard:
+    raise ValueError("this process's devices must hold a contiguous part of the batch (mesh order by process)")
+  local = fetch(idx[lo:hi])
+  return jax.make_array_from_process_local_data(sharding, local, (batch_size, *local.shape[1:]))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -270,27 +270,27 @@ def host_batch(fetch: Callable[[np.ndarray], np.ndarray], num_examples: int, see
 
 def benchmark(data: DeviceDataset | None = None, *, batch_size: int = 64, num_steps: int = 200,
               mesh: Mesh | None = None, seed: int = 0) -> dict[str, float]:
-    """Times the input pipeline: rendering dSprites (if `data` is None) and producing one batch on the device.
+  """Times the input pipeline: rendering dSprites (if `data` is None) and producing one batch on the device.
 
-    Returns:
-        {"render_s": seconds to render all 737,280 images (only if rendered here), "compile_s": first call,
-         "batch_ms": mean milliseconds per batch over `num_steps` steps (dispatch and device time, pipelined)}.
+  Returns:
+      {"render_s": seconds to render all 737,280 images (only if rendered here), "compile_s": first call,
+       "batch_ms": mean milliseconds per batch over `num_steps` steps (dispatch and device time, pipelined)}.
 
-    References:
-        Issue 3, "Speed".
-    """
-    result = {}
-    if data is None:
-        start = time.perf_counter()
-        data = to_device(dsprites_lib.DSprites(dsprites_lib.render_dsprites()), mesh=mesh)
-        result["render_s"] = time.perf_counter() - start
-    batch_fn = make_batch_fn(batch_size, mesh=mesh)
+  References:
+      Issue 3, "Speed".
+  """
+  result = {}
+  if data is None:
     start = time.perf_counter()
-    jax.block_until_ready(batch_fn(data, seed, 0))
-    result["compile_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    for step in range(1, num_steps + 1):
-        x = batch_fn(data, seed, step)
-    jax.block_until_ready(x)
-    result["batch_ms"] = 1e3 * (time.perf_counter() - start) / num_steps
-    return result
+    data = to_device(dsprites_lib.DSprites(dsprites_lib.render_dsprites()), mesh=mesh)
+    result["render_s"] = time.perf_counter() - start
+  batch_fn = make_batch_fn(batch_size, mesh=mesh)
+  start = time.perf_counter()
+  jax.block_until_ready(batch_fn(data, seed, 0))
+  result["compile_s"] = time.perf_counter() - start
+  start = time.perf_counter()
+  for step in range(1, num_steps + 1):
+    x = batch_fn(data, seed, step)
+  jax.block_until_ready(x)
+  result["batch_ms"] = 1e3 * (time.perf_counter() - start) / num_steps
+  return result

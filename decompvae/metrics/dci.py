@@ -6,117 +6,117 @@ from decompvae.metrics import gbt, utils
 
 
 def dci_disentanglement(importance_DxK: np.ndarray) -> float:
-    """D = Σ_i ρ_i (1 − H_K(P_i·)), P_ij = R_ij / Σ_k R_ik, ρ_i = Σ_k R_ik / Σ R (uniform when R = 0).
+  """D = Σ_i ρ_i (1 − H_K(P_i·)), P_ij = R_ij / Σ_k R_ik, ρ_i = Σ_k R_ik / Σ R (uniform when R = 0).
 
-    Entropies use base K and R + 1e-11 (disentanglement_lib's smoothing).
+  Entropies use base K and R + 1e-11 (disentanglement_lib's smoothing).
 
-    References:
-      Eastwood & Williams (2018), "A Framework for the Quantitative Evaluation of Disentangled Representations", §2.
-    """
-    return _weighted_one_minus_entropy(np.asarray(importance_DxK, dtype=np.float64))
+  References:
+    Eastwood & Williams (2018), "A Framework for the Quantitative Evaluation of Disentangled Representations", §2.
+  """
+  return _weighted_one_minus_entropy(np.asarray(importance_DxK, dtype=np.float64))
 
 
 def dci_completeness(importance_DxK: np.ndarray) -> float:
-    """C = Σ_k ρ_k (1 − H_D(P_·k)), P_ik = R_ik / Σ_j R_jk, ρ_k = Σ_i R_ik / Σ R (uniform when R = 0).
+  """C = Σ_k ρ_k (1 − H_D(P_·k)), P_ik = R_ik / Σ_j R_jk, ρ_k = Σ_i R_ik / Σ R (uniform when R = 0).
 
-    References:
-      Eastwood & Williams (2018), §2.
-    """
-    return _weighted_one_minus_entropy(np.asarray(importance_DxK, dtype=np.float64).T)
+  References:
+    Eastwood & Williams (2018), §2.
+  """
+  return _weighted_one_minus_entropy(np.asarray(importance_DxK, dtype=np.float64).T)
 
 
 def _weighted_one_minus_entropy(r_AxB: np.ndarray) -> float:
-    p = (r_AxB + 1e-11) / np.sum(r_AxB + 1e-11, axis=1, keepdims=True)
-    one_minus_entropy = 1.0 + np.sum(p * np.log(p), axis=1) / np.log(r_AxB.shape[1])
-    weights = r_AxB.sum(axis=1) if r_AxB.sum() > 0 else np.ones(r_AxB.shape[0])
-    return float(np.sum(one_minus_entropy * weights / weights.sum()))
+  p = (r_AxB + 1e-11) / np.sum(r_AxB + 1e-11, axis=1, keepdims=True)
+  one_minus_entropy = 1.0 + np.sum(p * np.log(p), axis=1) / np.log(r_AxB.shape[1])
+  weights = r_AxB.sum(axis=1) if r_AxB.sum() > 0 else np.ones(r_AxB.shape[0])
+  return float(np.sum(one_minus_entropy * weights / weights.sum()))
 
 
 def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, *,
                    backend: str = "fast", n_jobs: int = -1) -> tuple[np.ndarray, float, float]:
-    """Importance matrix R [D, K] of scikit-learn's `GradientBoostingClassifier(random_state=0)`, one per factor.
+  """Importance matrix R [D, K] of scikit-learn's `GradientBoostingClassifier(random_state=0)`, one per factor.
 
-    R[:, k] = feature_importances_ of the classifier predicting factor k from the codes. `random_state=0` fixes the
-    model's only randomness, the order in which dimensions are tried, which decides between exactly equally good
-    splits (disentanglement_lib leaves it unseeded, so its DCI varies by ~1e-3 from run to run).
+  R[:, k] = feature_importances_ of the classifier predicting factor k from the codes. `random_state=0` fixes the
+  model's only randomness, the order in which dimensions are tried, which decides between exactly equally good
+  splits (disentanglement_lib leaves it unseeded, so its DCI varies by ~1e-3 from run to run).
 
-    Args:
-      backend: "fast" (default): `decompvae.metrics.gbt`, which grows the same trees as scikit-learn (same
-        importances and predictions; see that module) for all factors at once, ~15× faster. "sklearn": scikit-learn
-        itself, one factor after another (5–15 minutes at disentanglement_lib's sizes), kept as the reference.
-      n_jobs: threads of the fast backend (-1: one per CPU; factors are split between them; the results agree
-        to the last bits of the importances).
+  Args:
+    backend: "fast" (default): `decompvae.metrics.gbt`, which grows the same trees as scikit-learn (same
+      importances and predictions; see that module) for all factors at once, ~15× faster. "sklearn": scikit-learn
+      itself, one factor after another (5–15 minutes at disentanglement_lib's sizes), kept as the reference.
+    n_jobs: threads of the fast backend (-1: one per CPU; factors are split between them; the results agree
+      to the last bits of the importances).
 
-    Returns:
-      (R [D, K], mean train accuracy, mean test accuracy).
-    """
-    if backend == "fast":
-        importance, train_pred, test_pred = gbt.fit_gbt_classifiers(z_train, y_train, z_test, n_jobs=n_jobs)
-    elif backend == "sklearn":
-        fits = [_fit_sklearn(z_train, y_train[:, k], z_test) for k in range(y_train.shape[1])]
-        importance, train_pred, test_pred = (np.stack(parts, axis=-1) for parts in zip(*fits))
-    else:
-        raise ValueError(f"backend must be 'fast' or 'sklearn', got {backend!r}")
-    train_acc = np.mean(train_pred == y_train, axis=0)
-    test_acc = np.mean(test_pred == y_test, axis=0)
-    return np.abs(importance), float(train_acc.mean()), float(test_acc.mean())
+  Returns:
+    (R [D, K], mean train accuracy, mean test accuracy).
+  """
+  if backend == "fast":
+    importance, train_pred, test_pred = gbt.fit_gbt_classifiers(z_train, y_train, z_test, n_jobs=n_jobs)
+  elif backend == "sklearn":
+    fits = [_fit_sklearn(z_train, y_train[:, k], z_test) for k in range(y_train.shape[1])]
+    importance, train_pred, test_pred = (np.stack(parts, axis=-1) for parts in zip(*fits))
+  else:
+    raise ValueError(f"backend must be 'fast' or 'sklearn', got {backend!r}")
+  train_acc = np.mean(train_pred == y_train, axis=0)
+  test_acc = np.mean(test_pred == y_test, axis=0)
+  return np.abs(importance), float(train_acc.mean()), float(test_acc.mean())
 
 
 def _fit_sklearn(z_train, y_train, z_test):
-    model = ensemble.GradientBoostingClassifier(random_state=0).fit(z_train, y_train)
-    return model.feature_importances_, model.predict(z_train), model.predict(z_test)
+  model = ensemble.GradientBoostingClassifier(random_state=0).fit(z_train, y_train)
+  return model.feature_importances_, model.predict(z_train), model.predict(z_test)
 
 
 def dci_from_codes(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, *,
                    backend: str = "fast", n_jobs: int = -1) -> dict[str, float]:
-    """DCI from gradient-boosted-tree importances (see `gbt_importance`, `dci_disentanglement`, `dci_completeness`).
+  """DCI from gradient-boosted-tree importances (see `gbt_importance`, `dci_disentanglement`, `dci_completeness`).
 
-    Args:
-      z_train, y_train: codes [N, D] and factor classes [N, K] to fit the classifiers on (D, K ≥ 2).
-      z_test, y_test: held-out codes and factors for the informativeness (accuracy) on test data.
-      backend, n_jobs: see `gbt_importance`.
+  Args:
+    z_train, y_train: codes [N, D] and factor classes [N, K] to fit the classifiers on (D, K ≥ 2).
+    z_test, y_test: held-out codes and factors for the informativeness (accuracy) on test data.
+    backend, n_jobs: see `gbt_importance`.
 
-    Returns:
-      {"informativeness_train", "informativeness_test" (mean accuracies), "disentanglement", "completeness"}.
+  Returns:
+    {"informativeness_train", "informativeness_test" (mean accuracies), "disentanglement", "completeness"}.
 
-    References:
-      Eastwood & Williams (2018), §2; disentanglement_lib's `dci.py`.
-    """
-    z_train = utils.check_codes(z_train, "train codes")
-    z_test = utils.check_codes(z_test, "test codes")
-    y_train = utils.check_factors(y_train, z_train.shape[0], "train factors")
-    y_test = np.asarray(y_test)
-    if z_train.shape[1] < 2 or y_train.shape[1] < 2:
-        raise ValueError("DCI needs at least 2 code dimensions and 2 factors")
-    importance, train_acc, test_acc = gbt_importance(z_train, y_train, z_test, y_test, backend=backend,
-                                                     n_jobs=n_jobs)
-    return {"informativeness_train": train_acc, "informativeness_test": test_acc,
-            "disentanglement": dci_disentanglement(importance), "completeness": dci_completeness(importance)}
+  References:
+    Eastwood & Williams (2018), §2; disentanglement_lib's `dci.py`.
+  """
+  z_train = utils.check_codes(z_train, "train codes")
+  z_test = utils.check_codes(z_test, "test codes")
+  y_train = utils.check_factors(y_train, z_train.shape[0], "train factors")
+  y_test = np.asarray(y_test)
+  if z_train.shape[1] < 2 or y_train.shape[1] < 2:
+    raise ValueError("DCI needs at least 2 code dimensions and 2 factors")
+  importance, train_acc, test_acc = gbt_importance(z_train, y_train, z_test, y_test, backend=backend,
+                                                   n_jobs=n_jobs)
+  return {"informativeness_train": train_acc, "informativeness_test": test_acc,
+          "disentanglement": dci_disentanglement(importance), "completeness": dci_completeness(importance)}
 
 
 def dci(data: utils.FactorData, representation_fn: utils.RepresentationFn | None = None, *,
         random_state: int | utils.Rng = 0, num_train: int = 10_000, num_test: int = 5000, batch_size: int = 16,
         backend: str = "fast", n_jobs: int = -1) -> dict[str, float]:
-    """DCI (see `dci_from_codes`) on i.i.d. train and test points, sampled as disentanglement_lib's `compute_dci`.
+  """DCI (see `dci_from_codes`) on i.i.d. train and test points, sampled as disentanglement_lib's `compute_dci`.
 
-    At the default sizes the classifiers have 100 trees per class, ~11,300 trees for dSprites' factors: about 60
-    CPU-seconds with the fast backend (measured on 2 shared cores; scikit-learn itself, `backend="sklearn"`, took
-    14 minutes there).
+  At the default sizes the classifiers have 100 trees per class, ~11,300 trees for dSprites' factors: about 60
+  CPU-seconds with the fast backend (measured on 2 shared cores; scikit-learn itself, `backend="sklearn"`, took
+  14 minutes there).
 
-    Args:
-      data: ground-truth data (`factor_sizes`, `sample_observations_from_factors`), e.g. dSprites or `CodeTable`.
-      representation_fn: observations -> codes [n, D]; None when observations already are codes.
-      random_state: seed (-> `np.random.RandomState`) or numpy generator.
-      num_train, num_test, batch_size: disentanglement_lib's settings.
-      backend, n_jobs: see `gbt_importance`.
+  Args:
+    data: ground-truth data (`factor_sizes`, `sample_observations_from_factors`), e.g. dSprites or `CodeTable`.
+    representation_fn: observations -> codes [n, D]; None when observations already are codes.
+    random_state: seed (-> `np.random.RandomState`) or numpy generator.
+    num_train, num_test, batch_size: disentanglement_lib's settings.
+    backend, n_jobs: see `gbt_importance`.
 
-    Returns:
-      {"informativeness_train", "informativeness_test", "disentanglement", "completeness"}.
+  Returns:
+    {"informativeness_train", "informativeness_test", "disentanglement", "completeness"}.
 
-    References:
-      Eastwood & Williams (2018), §2; Locatello et al. (2019), disentanglement_lib.
-    """
-    rng = utils.as_rng(random_state)
-    z_train, y_train = utils.sample_factor_code(data, representation_fn, num_train, rng, batch_size)
-    z_test, y_test = utils.sample_factor_code(data, representation_fn, num_test, rng, batch_size)
-    return dci_from_codes(z_train, y_train, z_test, y_test, backend=backend, n_jobs=n_jobs)
+  References:
+    Eastwood & Williams (2018), §2; Locatello et al. (2019), disentanglement_lib.
+  """
+  rng = utils.as_rng(random_state)
+  z_train, y_train = utils.sample_factor_code(data, representation_fn, num_train, rng, batch_size)
+  z_test, y_test = utils.sample_factor_code(data, representation_fn, num_test, rng, batch_size)
+  return dci_from_codes(z_train, y_train, z_test, y_test, backend=backend, n_jobs=n_jobs)
