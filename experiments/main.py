@@ -72,7 +72,7 @@ def define_flags(experiment: str) -> dict:
   config_flags.DEFINE_config_dict("config", configs.get_config(experiment),
                                   "Any config field, e.g. --config.train.steps_per_call=100.")
   config_flags.DEFINE_config_dict("sweep", sweep_lib.sweep_config(),
-                                  "Train several members as one vmapped program, e.g. "
+                                  "Train several members together (one vmapped program on GPU/TPU), e.g. "
                                   "--sweep.beta=1,2,4,8 --sweep.seeds=3.")
   return shortcuts
 

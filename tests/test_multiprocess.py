@@ -1,4 +1,4 @@
-"""Two JAX processes on one CPU machine (localhost coordinator): train, checkpoint, resume."""
+"""Two JAX processes on one CPU machine (localhost coordinator): train, checkpoint, resume; a sweep."""
 
 import json
 import os
@@ -15,13 +15,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, steps):
+def _launch(workdir, steps, *extra):
   port = _free_port()
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
   procs = [subprocess.Popen(
       [sys.executable, "-m", "experiments.pinwheel", "--smoke", f"--steps={steps}", f"--workdir={workdir}",
        "--multiprocess", f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
-       "--config.train.checkpoint_every_steps=2"],
+       "--config.train.checkpoint_every_steps=2", *extra],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   outs = [p.communicate(timeout=400)[0] for p in procs]
   for p, out in zip(procs, outs):
@@ -41,3 +41,12 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
   assert {2, 4, 6} <= set(train_steps)
   with open(tmp_path / "summary.json") as f:
     assert json.load(f)["step"] == 6
+
+
+def test_two_processes_train_a_sweep(tmp_path):
+  _launch(tmp_path, 4, "--sweep.beta=0,1")
+  for member in ("beta=0", "beta=1"):
+    rows = [json.loads(line) for line in open(tmp_path / "members" / member / "metrics.jsonl")]
+    assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]      # one writer: process 0 only
+    with open(tmp_path / "members" / member / "summary.json") as f:
+      assert json.load(f)["step"] == 4
