@@ -153,7 +153,7 @@ def _unstack(tree) -> list:
 
 def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir: str, *,
                 start_over: bool = False, vectorise: bool | None = None) -> dict:
-  """Trains every member as one program, then evaluates each as an ordinary run; returns the summaries."""
+  """Trains the members together (`sweep_mesh`), then evaluates each as an ordinary run; returns the summaries."""
   names = list(member_configs)
   mesh = sweep_mesh(config, len(names), vectorise=vectorise)
   loop.prepare_workdir(workdir, config, start_over=start_over)

@@ -159,6 +159,10 @@ def test_meshes_use_as_many_devices_as_split_the_work():
 def test_sweep_member_equals_solo_run(tmp_path, vectorise):
   # Four members on two devices: vmapped, each device trains two of them; not vmapped, each member in turn
   # is data-parallel over both.
+  # The first 2 steps run the other way: the checkpoint layout is the same, so a sweep resumes across them.
+  first = _config(steps=2, **{"train.num_devices": 2})
+  sweep.train_sweep(first, sweep.members(first, _sweep(beta="0,1,2,3")), str(tmp_path / "sweep"),
+                    vectorise=not vectorise)
   base = _config(steps=4, **{"train.num_devices": 2})
   members = sweep.members(base, _sweep(beta="0,1,2,3"))
   assert sorted(members) == ["beta=0", "beta=1", "beta=2", "beta=3"]
@@ -169,6 +173,8 @@ def test_sweep_member_equals_solo_run(tmp_path, vectorise):
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
   assert os.path.exists(tmp_path / "sweep" / "members" / "beta=1" / "summary.json")
+  rows = [json.loads(line) for line in open(tmp_path / "sweep" / "members" / "beta=1" / "metrics.jsonl")]
+  assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]       # resumed at 2, not restarted
 
 
 def _sweep(**kw):
