@@ -156,18 +156,22 @@ def test_meshes_use_as_many_devices_as_split_the_work():
 
 
 @pytest.mark.parametrize("vectorise", [True, False])
-def test_sweep_member_equals_solo_run(tmp_path, vectorise):
+def test_sweep_member_equals_solo_run(tmp_path, monkeypatch, vectorise):
   # Four members on two devices: vmapped, each device trains two of them; not vmapped, each member in turn
-  # is data-parallel over both.
+  # is data-parallel over both. The vmapped sweep runs as on GPU/TPU: 2 steps per call in a lax.scan.
+  fused = {}
+  if vectorise:
+    monkeypatch.setattr(loop, "on_cpu", lambda: False)
+    fused = {"train.steps_per_call": 2}
   # The first 2 steps run the other way: the checkpoint layout is the same, so a sweep resumes across them.
-  first = _config(steps=2, **{"train.num_devices": 2})
+  first = _config(steps=2, **{"train.num_devices": 2}, **fused)
   sweep.train_sweep(first, sweep.members(first, _sweep(beta="0,1,2,3")), str(tmp_path / "sweep"),
                     vectorise=not vectorise)
-  base = _config(steps=4, **{"train.num_devices": 2})
+  base = _config(steps=4, **{"train.num_devices": 2}, **fused)
   members = sweep.members(base, _sweep(beta="0,1,2,3"))
   assert sorted(members) == ["beta=0", "beta=1", "beta=2", "beta=3"]
   sweep.train_sweep(base, members, str(tmp_path / "sweep"), vectorise=vectorise)
-  solo = _config(steps=4, **{"objective.beta": 1.0})
+  solo = _config(steps=4, **{"objective.beta": 1.0}, **fused)
   loop.train_and_evaluate(solo, str(tmp_path / "solo"))
   (_, a), (_, b) = _params(tmp_path / "sweep" / "members" / "beta=1", solo), _params(tmp_path / "solo", solo)
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
