@@ -156,7 +156,11 @@ def train_sweep(config: ml_collections.ConfigDict, member_configs: dict, workdir
   """Trains the members together (`sweep_mesh`), then evaluates each as an ordinary run; returns the summaries."""
   names = list(member_configs)
   mesh = sweep_mesh(config, len(names), vectorise=vectorise)
-  loop.prepare_workdir(workdir, config, start_over=start_over)
+  # The workdir's config records the members, so that another sweep (or a single run) is refused there
+  # rather than resuming this sweep's stacked checkpoint under other hyperparameters.
+  record = ml_collections.ConfigDict(config.to_dict())
+  record.sweep_members = names
+  loop.prepare_workdir(workdir, record, start_over=start_over)
   data = tasks.load_data(config, mesh)
   runs = [loop.make_run(member_configs[n], data) for n in names]
   run = runs[0]

@@ -181,6 +181,22 @@ def test_sweep_member_equals_solo_run(tmp_path, monkeypatch, vectorise):
   assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]       # resumed at 2, not restarted
 
 
+def test_a_sweep_workdir_refuses_other_members_and_single_runs(tmp_path):
+  c = _config(steps=2)
+  sweep.train_sweep(c, sweep.members(c, _sweep(beta="0,1")), str(tmp_path))
+  with pytest.raises(loop.RunError, match=r"sweep_members: \['beta=0', 'beta=1'\] -> \['beta=4', 'beta=8'\]"):
+    sweep.train_sweep(c, sweep.members(c, _sweep(beta="4,8")), str(tmp_path))
+  with pytest.raises(loop.RunError, match="sweep_members: .* -> '<absent>'"):
+    loop.train_and_evaluate(c, str(tmp_path))
+  loop.train_and_evaluate(c, str(tmp_path / "single"))
+  with pytest.raises(loop.RunError, match="sweep_members: '<absent>' -> "):
+    sweep.train_sweep(c, sweep.members(c, _sweep(beta="0,1")), str(tmp_path / "single"))
+  longer = _config(steps=3)
+  sweep.train_sweep(longer, sweep.members(longer, _sweep(beta="0,1")), str(tmp_path))   # the same sweep resumes
+  rows = [json.loads(line) for line in open(tmp_path / "members" / "beta=1" / "metrics.jsonl")]
+  assert [r["step"] for r in rows if "train/loss" in r] == [2, 3]
+
+
 def _sweep(**kw):
   s = sweep.sweep_config()
   s.update(kw)
