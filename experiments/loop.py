@@ -140,27 +140,38 @@ def fused_calls(compile_steps, num_steps: int):
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, start_over: bool) -> None:
-  """Refuses a workdir holding another config (naming the differences), or moves it aside if asked."""
+  """Refuses a workdir holding another config (naming the differences), or moves it aside if asked.
+
+  Every process reads the saved config before process 0 replaces it (atomically), so no process can
+  read a half-written file.
+  """
   path = os.path.join(workdir, "config.json")
+  diffs = []
   if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    diffs = config_differences(saved, json.loads(config.to_json_best_effort()))
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except ValueError as e:   # not JSON, or not UTF-8
+      diffs = [f"{path} is not a readable config ({e})"]
+    else:
+      diffs = config_differences(saved, json.loads(config.to_json_best_effort()))
     if diffs and not start_over:
       raise RunError(f"{workdir} holds a run with a different config:\n  " + "\n  ".join(diffs)
                      + "\nUse another --workdir, or pass --start_over to move the old run aside.")
-    if diffs and jax.process_index() == 0:
+  _sync("prepare_workdir: read")
+  if jax.process_index() == 0:
+    if diffs:
       backup = os.path.join(workdir, "previous-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
       os.makedirs(backup)
       for name in os.listdir(workdir):
         if not name.startswith("previous-"):
           os.rename(os.path.join(workdir, name), os.path.join(backup, name))
       logging.warning("Moved the previous run in %s to %s.", workdir, backup)
-  if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  _sync("prepare_workdir")
+    os.replace(path + ".tmp", path)
+  _sync("prepare_workdir: written")
 
 
 def config_differences(saved: dict, requested: dict) -> list[str]:

@@ -118,6 +118,15 @@ def test_workdir_with_other_config_is_refused_then_moved_aside(tmp_path):
     assert json.load(f)["objective"]["beta"] == 4.0
 
 
+def test_unreadable_workdir_config_is_refused_not_overwritten(tmp_path):
+  (tmp_path / "config.json").write_text('{"objective": {"be')         # e.g. a crash mid-write by old code
+  with pytest.raises(loop.RunError, match="config.json is not a readable config"):
+    loop.prepare_workdir(str(tmp_path), _config(), start_over=False)
+  assert (tmp_path / "config.json").read_text() == '{"objective": {"be'
+  loop.prepare_workdir(str(tmp_path), _config(), start_over=True)
+  assert json.loads((tmp_path / "config.json").read_text())["experiment"] == "pinwheel"
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
   c = _config(steps=6, **{"train.checkpoint_every_steps": 2})
   loop.train_and_evaluate(c, str(tmp_path))
