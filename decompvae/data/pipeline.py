@@ -231,7 +231,7 @@ def host_batch(fetch: Callable[[np.ndarray], np.ndarray], num_examples: int, see
 
   The indices are those of `batch_indices` (computed in numpy; the same batches as the device path), so a
   run can switch between the two paths. Works across processes: every process computes the same global
-  indices and passes its own rows to `jax.make_array_from_process_local_data`.
+  indices and contributes its own rows (`parallel.shard_host_batch`).
 
   Args:
       fetch: maps int indices [n] to float32 examples [n, ...] (e.g. `DSprites.images`).
