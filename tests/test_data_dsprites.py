@@ -98,7 +98,7 @@ def test_centroid_tracks_position(shape):
 
 
 def test_sizes_at_scale_one():
-  """Bounding boxes at orientation 0, scale 1: square 20×20, ellipse 26×14, heart 20×17 (docs/science.md §7)."""
+  """Bounding boxes at orientation 0, scale 1: square 20×20, ellipse 26×14, heart 20×17 (science.md §7)."""
   images = _images(_classes([0, 1, 2], 5, 0, 15, 15))
   for image, (width, height) in zip(images, [(20, 20), (26, 14), (20, 17)]):
     rows, cols = np.nonzero(image)
