@@ -168,23 +168,25 @@ def load_npz(path) -> DSprites:
   return DSprites(packed, sizes, tables, source="npz")
 
 
-def load_tfds(data_dir, *, download: bool = False) -> DSprites:
+def load_tfds(data_dir=None, *, download: bool = False, chunk: int = 8192) -> DSprites:
   """Loads TFDS `dsprites` (split 'train') from `data_dir` into the row-major packed layout.
 
   Args:
       data_dir: the TFDS data directory.
       download: allow TFDS to download and prepare the dataset into `data_dir` (network, ~30 MB).
+      chunk: examples read per request.
 
   Returns:
       `DSprites` with source "tfds".
 
   Raises:
-      DataError: the dataset is not prepared in `data_dir` (and `download` is false), or is incomplete.
+      DataError: no `data_dir`, or the dataset is not prepared there (and `download` is false), or is
+          incomplete.
 
   References:
       TFDS catalogue `dsprites`; Matthey et al. (2017).
   """
-  packed = tfds_source.read_dsprites(data_dir, FACTOR_SIZES, download=download)
+  packed = tfds_source.read_dsprites(data_dir, FACTOR_SIZES, download=download, chunk=chunk)
   logging.info("dSprites source: TFDS 'dsprites' from %s", data_dir)
   return DSprites(packed, source="tfds")
 
