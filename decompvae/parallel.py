@@ -76,6 +76,42 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, replicated(mesh))
 
 
-def shard_host_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
-  """Assembles a global batch from each process's local share (the host-streaming path)."""
-  return jax.make_array_from_process_local_data(batch_sharded(mesh), local_batch)
+def shard_host_batch(local_batch: np.ndarray, mesh: Mesh, batch_size: int | None = None) -> jax.Array:
+  """Assembles a global batch from each process's local share (the host-streaming path).
+
+  `batch_size`, the global batch size, is inferred from the local share when not given.
+  """
+  global_shape = None if batch_size is None else (batch_size, *local_batch.shape[1:])
+  return jax.make_array_from_process_local_data(batch_sharded(mesh), local_batch, global_shape)
+
+
+def place(tree, mesh: Mesh | None = None):
+  """`replicate(tree, mesh)`, or onto the default device when there is no mesh."""
+  return jax.device_put(tree) if mesh is None else replicate(tree, mesh)
+
+
+def constrain(x, sharding: NamedSharding | None):
+  """Inside jit, lays `x` out as `sharding` (None: as XLA chooses).
+
+  A mesh whose axes are all `Explicit` needs `jax.reshard`; an `Auto` mesh takes a sharding constraint.
+  """
+  if sharding is None:
+    return x
+  if sharding.mesh.are_all_axes_explicit:
+    return jax.reshard(x, sharding)
+  return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def process_batch_rows(batch_size: int, mesh: Mesh) -> slice:
+  """The rows of a global batch sharded `batch_sharded(mesh)` that this process's devices hold.
+
+  Raises ValueError unless they are contiguous (true when the mesh orders its devices by process, as
+  `make_mesh` does), which `shard_host_batch` needs.
+  """
+  index_map = batch_sharded(mesh).addressable_devices_indices_map((batch_size,))
+  starts = sorted({index[0].start or 0 for index in index_map.values()})
+  shard = batch_size // mesh.shape[DATA_AXIS]
+  lo, hi = starts[0], starts[-1] + shard
+  if hi - lo != len(starts) * shard:
+    raise ValueError("this process's devices must hold a contiguous part of the batch (mesh order by process)")
+  return slice(lo, hi)
