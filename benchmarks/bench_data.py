@@ -28,8 +28,6 @@ flags.DEFINE_bool("mesh", False, "Split each batch over a mesh of every device (
 flags.DEFINE_integer("cpu_devices", 0, "With --mesh, XLA devices the CPU is split into (0: one per core).")
 FLAGS = flags.FLAGS
 
-_COARSE_STRIDES = (1, 1, 4, 4, 4)
-
 
 def _timed(fn):
   start = time.perf_counter()
@@ -42,19 +40,18 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from decompvae import parallel  # pylint: disable=g-import-not-at-top
+  from experiments import dsprites  # pylint: disable=g-import-not-at-top
+  from experiments.runner import devices  # pylint: disable=g-import-not-at-top
   if FLAGS.mesh:
-    parallel.use_cpu_cores(FLAGS.cpu_devices)
+    devices.use_cpu_cores(FLAGS.cpu_devices)
   from decompvae import data as data_lib  # pylint: disable=g-import-not-at-top
   from decompvae.data import pipeline  # pylint: disable=g-import-not-at-top
 
   result = {"backend": jax.default_backend(), "devices": len(jax.devices()), "jax": jax.__version__,
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "load_average_1min_at_start": os.getloadavg()[0], "batch_size": FLAGS.batch_size}
-  sizes = tuple(s // k for s, k in zip(data_lib.FACTOR_SIZES, _COARSE_STRIDES))
-  classes = np.stack(np.unravel_index(np.arange(np.prod(sizes)), sizes), 1) * np.asarray(_COARSE_STRIDES)
-  packed, result[f"render_coarse_{len(classes)}_s"] = _timed(lambda: data_lib.render_dsprites(classes))
-  tables = tuple(t[::k] for t, k in zip(data_lib.factor_value_tables(), _COARSE_STRIDES))
-  ground_truth = data_lib.DSprites(packed, factor_sizes=sizes, value_tables=tables)
+  ground_truth, seconds = _timed(dsprites.coarse_grid)
+  result[f"render_coarse_{ground_truth.num_examples}_s"] = seconds
   if FLAGS.full:
     packed, result[f"render_full_{data_lib.dsprites.NUM_EXAMPLES}_s"] = _timed(data_lib.render_dsprites)
     ground_truth = data_lib.DSprites(packed)

@@ -7,7 +7,6 @@ with the number of devices; XLA inserts the collectives. See BUILD_NOTES.md ("Da
 """
 
 from collections.abc import Sequence
-import os
 
 import jax
 import numpy as np
@@ -15,21 +14,6 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 MEMBER_AXIS = "members"
-
-
-def use_cpu_cores(num_devices: int = 0) -> int:
-  """Presents the host CPU as `num_devices` XLA devices; returns the number.
-
-  0 means the JAX_NUM_CPU_DEVICES environment variable if set, else one per available core (at most 8).
-
-  One XLA:CPU device runs one operation at a time and leaves cores idle with networks as small as the
-  paper's; data parallelism over one device per core trained dSprites ~1.4x faster on 2 cores
-  (BUILD_NOTES.md, "Speed"). Affects only the CPU platform (GPU/TPU devices are unchanged). JAX raises
-  a RuntimeError if its backends are already initialised: call this right after `import jax`.
-  """
-  n = num_devices or int(os.environ.get("JAX_NUM_CPU_DEVICES", 0)) or min(8, len(os.sched_getaffinity(0)))
-  jax.config.update("jax_num_cpu_devices", n)
-  return n
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = DATA_AXIS) -> Mesh:

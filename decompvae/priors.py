@@ -112,7 +112,8 @@ def pca_logits(data_NxP: np.ndarray, latent_dim: int) -> np.ndarray:
   Used as the anisotropic prior's "pca" initialisation (σ² = scale · D · softmax(logits)). Unlike the
   authors' unused helper (uncentred data, ascending singular values), the data are centred and the largest
   eigenvalues come first (SPEC §3, PCA note). The covariance is accumulated in float64 chunks, so uint8
-  images need no float copy, but its cost is N·P²: a random subset of a large data set is enough.
+  images need no float copy, but its cost is N·P² (N²·P through the Gram matrix when N < P): a random
+  subset of a large data set is enough.
 
   Args:
     data_NxP: N data points; trailing axes are flattened to P features (e.g. [N, 64, 64, 1] images).
@@ -135,11 +136,15 @@ def pca_logits(data_NxP: np.ndarray, latent_dim: int) -> np.ndarray:
   if not 1 <= latent_dim <= p:
     raise ValueError(f"latent_dim must be in [1, {p}] (the number of features), got {latent_dim}")
   mean_P = data_NxP.mean(axis=0, dtype=np.float64)
-  scatter_PxP = np.zeros((p, p))
-  for start in range(0, n, 4096):
-    chunk = data_NxP[start:start + 4096].astype(np.float64) - mean_P
-    scatter_PxP += chunk.T @ chunk
-  eigvals = np.linalg.eigvalsh(scatter_PxP / (n - 1))[::-1]  # Descending.
+  if n < p:   # the non-zero eigenvalues of XᵀX are those of the smaller Gram matrix XXᵀ
+    centred_NxP = data_NxP.astype(np.float64) - mean_P
+    scatter = centred_NxP @ centred_NxP.T
+  else:
+    scatter = np.zeros((p, p))
+    for start in range(0, n, 4096):
+      chunk = data_NxP[start:start + 4096].astype(np.float64) - mean_P
+      scatter += chunk.T @ chunk
+  eigvals = np.linalg.eigvalsh(scatter / (n - 1))[::-1]  # Descending.
   top = eigvals[:latent_dim]
   if top[-1] <= eigvals[0] * p * np.finfo(np.float64).eps:
     raise ValueError(f"the centred data have rank < latent_dim={latent_dim}; eigenvalues: {top}")
