@@ -68,7 +68,7 @@ def load_data(c, mesh) -> task_lib.TaskData:
                                "--data_source=tfds --data_dir=DIR for TFDS, --data_source=render offline)") from e
   n = gt.num_examples
   if c.data.heldout_fraction:
-    train_idx, eval_idx = pipeline.holdout_split(n, c.data.heldout_fraction, seed=c.seed)
+    train_idx, eval_idx = pipeline.holdout_split(n, c.data.heldout_fraction, seed=c.data.seed)
   else:
     train_idx, eval_idx = np.arange(n), None   # the authors train and evaluate on every image
   if c.data.max_examples and c.data.max_examples < len(train_idx):

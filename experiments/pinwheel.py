@@ -5,7 +5,8 @@
   python -m experiments.pinwheel --sweep.beta=0.1,1,4,16 --alpha=0    # raising β: clusters collapse
   python -m experiments.pinwheel --sweep.alpha=0.1,1,4,16 --beta=0    # raising α: four clusters kept
 
-Data: 400 training and 400 test points drawn from the pinwheel distribution with the run's seed.
+Data: 400 training and 400 test points drawn from the pinwheel distribution, one draw (--config.data.seed)
+for every run seed, as the authors used one draw for all their runs.
 """
 
 import os
@@ -36,7 +37,7 @@ def smoke(c) -> None:
 
 
 def load_data(c, mesh) -> task_lib.TaskData:
-  (x_train, _), (x_test, y_test) = data_lib.load_pinwheel(c.seed)
+  (x_train, _), (x_test, y_test) = data_lib.load_pinwheel(c.data.seed)
   return task_lib.TaskData(pipeline.to_device(x_train, mesh=mesh), pipeline.to_device(x_test, mesh=mesh),
                            c.optim.batch_size, x_train[:1], labels=y_test)
 

@@ -34,6 +34,7 @@ def make_config(task: task_lib.Task, prior: str | None = None, smoke: bool = Fal
   c.data.download = False             # let TFDS download (e.g. on Cloud TPU); never implied
   c.data.cache_dir = DEFAULT_CACHE_DIR  # rendered data are cached here ("" = render, do not cache)
   c.data.max_examples = 0             # use only N training examples, spread over the set (0 = all)
+  c.data.seed = 0                     # drawn data and splits: one draw for every run seed (as the authors)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = task.name            # the architecture (docs/science.md §4)
@@ -101,6 +102,7 @@ def _checks(c: ml_collections.ConfigDict, task: task_lib.Task):
       ("seed", isinstance(c.seed, int) and c.seed >= 0, "a non-negative integer"),
       ("data.source", c.data.source in task.data_sources, f"one of {list(task.data_sources)}"),
       ("data.max_examples", c.data.max_examples >= 0, ">= 0"),
+      ("data.seed", isinstance(c.data.seed, int) and c.data.seed >= 0, "a non-negative integer"),
       ("model.latent_dim", isinstance(c.model.latent_dim, int) and c.model.latent_dim >= 1,
        "a positive integer"),
       ("prior.name", p.name in task.priors, f"one of {list(task.priors)}"),
