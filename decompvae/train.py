@@ -143,7 +143,7 @@ def make_train_step(*, model, prior_name: str, latent_dim: int, prior_hp: Mappin
                     analytic_kl: bool = True) -> Callable[..., tuple[TrainState, Metrics]]:
   """Builds the pure training step `train_step(state, x, key, *, beta, alpha, **prior_hp) -> (state, metrics)`.
 
-  One update of  min_θ  −mean_b[ E_q log p(x_b|z) − β KL(q(z|x_b) ‖ p(z)) ] + α D(q(z), p(z))  (SPEC §1)
+  One update of  min_θ  −mean_b[ E_q log p(x_b|z) − β KL(q(z|x_b) ‖ p(z)) ] + α D(q(z), p(z))  (docs/science.md §1)
   with respect to the network parameters and, when `state.params["prior"]` is non-empty, the prior's
   learnable arrays, which `make_prior(prior_name, latent_dim, **prior_hp, **prior_params)` consumes.
 
@@ -179,7 +179,7 @@ def seed_keys(seed) -> tuple[jax.Array, jax.Array]:
 
 
 def step_key(steps_key: jax.Array, step) -> jax.Array:
-  """The key of training step `step`: `fold_in(steps_key, step)` (STYLE §5); never checkpointed."""
+  """The key of training step `step`: `fold_in(steps_key, step)`: resumption is exact, so no key is ever checkpointed."""
   return jax.random.fold_in(steps_key, step)
 
 

@@ -111,14 +111,24 @@ def _clustering_verdict(groups):
   ])
 
 
+_PINWHEEL_ISOTROPIC_BETA = Row("isotropic_beta", "pinwheel", "isotropic", {"objective.alpha": 0.0},
+                               {"beta": "0.25,1,4,16", "seeds": 5})
+
+
 def _overlap_verdict(groups):
-  x, entropy, _ = _by_x(groups["beta"], "test/posterior_entropy")
-  _, kl, _ = _by_x(groups["beta"], "test/kl")
-  return _combine([
-      (bool(np.all(np.diff(entropy) > 0)),
-       f"mean posterior entropy rises with β = {x.tolist()}: {np.round(entropy, 3).tolist()}"),
-      (bool(np.all(np.diff(kl) < 0)), f"the KL term falls with β: {np.round(kl, 3).tolist()}"),
-  ])
+  checks = []
+  for name, row in groups.items():
+    x, entropy, entropy_sd = _by_x(row, "test/posterior_entropy")
+    _, kl, kl_sd = _by_x(row, "test/kl")
+    monotone = ("strictly monotone" if np.all(np.diff(entropy) > 0) and np.all(np.diff(kl) < 0)
+                else "not monotone at every step")
+    checks.append((_separated(entropy[-1], entropy_sd[-1], entropy[0], entropy_sd[0]),
+                   f"{name}: posterior entropy at β = {x[-1]:g} above β = {x[0]:g} beyond ±1 std "
+                   f"({np.round(entropy, 3).tolist()} for β = {x.tolist()})"))
+    checks.append((_separated(kl[0], kl_sd[0], kl[-1], kl_sd[-1]),
+                   f"{name}: KL at β = {x[-1]:g} below β = {x[0]:g} beyond ±1 std ({np.round(kl, 3).tolist()}; "
+                   f"entropy and KL {monotone})"))
+  return _combine(checks)
 
 
 _FASHION = Row("gamma_alpha", "fashion_mnist", "sparse", {"objective.beta": 1.0},
@@ -193,11 +203,13 @@ CLAIMS = {
         statement="β controls the overlap of the encodings: raising β raises the posterior's entropy "
                   "H[q(z|x)] and lowers the KL term (Theorem 1: the β-VAE objective is an ELBO with an "
                   "annealed prior plus (β − 1)·H[q(z|x)]).",
-        rows=(_PINWHEEL_BETA,),
+        rows=(_PINWHEEL_BETA, _PINWHEEL_ISOTROPIC_BETA),
         budgets={"cpu": {}, "paper": {}},
         x="beta", metrics=("test/posterior_entropy", "test/posterior_variance", "test/kl", "test/lpx_z"),
         verdict=_overlap_verdict,
-        criteria="means over 5 seeds of the test-set averages, strictly monotone in β."),
+        criteria="pinwheel with the mixture prior (Monte-Carlo KL) and with N(0, I) (analytic KL); means over "
+                 "5 seeds of the test-set averages; the largest β against the smallest, beyond the sum of "
+                 "their standard deviations (whether every step is monotone is reported too)."),
     "sparsity": Claim(
         statement="Fashion-MNIST, D = 50, spike-and-slab prior, dimension-wise MMD: the normalised Hoyer "
                   "sparsity of E[z|x] is higher at γ = 0.8 than γ = 0 and rises with α ∈ {0, 10, 100, 1000}, "
