@@ -12,6 +12,7 @@ from experiments import pinwheel
 from experiments.runner import checkpointing
 from experiments.runner import config as config_lib
 from experiments.runner import devices
+from experiments.runner import run as run_lib
 from experiments.runner import sweep
 from experiments.runner import training
 from experiments.runner import workdir as workdir_lib
@@ -227,3 +228,11 @@ def test_a_cpu_sweep_resumes_where_it_stopped_and_refuses_other_members(tmp_path
     training.train_sweep(TASK, c, sweep.members(c, _sweep(beta="4,8")), str(tmp_path))
   with pytest.raises(RunError, match="sweep_members: .* -> '<absent>'"):
     _train(c, tmp_path)
+
+
+def test_pinwheel_network_depth_and_width_come_from_the_config():
+  c = runs.config(**{"model.depth": 2, "model.width": 16})
+  data = training.load_data(TASK, c, None)
+  params = run_lib.init_state(run_lib.make_run(TASK, c, data), data).params["model"]
+  kernels = [np.shape(k) for k in jax.tree.leaves(params["encoder"]) if np.ndim(k) == 2]
+  assert kernels[:2] == [(2, 16), (16, 16)]                           # x -> 16 -> 16 -> (loc, scale)
