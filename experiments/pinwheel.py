@@ -47,7 +47,8 @@ def compute_metrics(ev) -> dict:
 
   "clusters/nmi": NMI between the arms and the component most responsible for E[z|x]; "clusters/masses",
   "clusters/occupied" (components holding at least 10% of the mass) and "clusters/within_fraction" from 16
-  samples of q(z|x) per test point, i.e. from the aggregate posterior.
+  samples of q(z|x) per test point, i.e. from the aggregate posterior; "clusters/modes": the number of modes
+  of the aggregate posterior's density.
   """
   if ev.run.config.prior.name != "mixture":
     return {}
@@ -57,6 +58,7 @@ def compute_metrics(ev) -> dict:
   means = np.asarray(ev.run.pz(ev.state).components_distribution.mean())
   scores = metrics.clustering_scores(ev.z_mean, ev.data.labels, means, ev.run.config.prior.variance,
                                      z_samples=z_samples)
+  scores["modes"] = metrics.aggregate_posterior_modes(np.asarray(qz_x.mean()), np.asarray(qz_x.stddev()))
   return {f"clusters/{k}": v for k, v in scores.items()}
 
 

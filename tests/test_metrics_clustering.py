@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from decompvae import priors
-from decompvae.metrics import (cluster_alignment, clustering_scores, component_masses, component_responsibilities,
+from decompvae.metrics import (aggregate_posterior_modes, cluster_alignment, clustering_scores, component_masses, component_responsibilities,
                                occupied_components, within_component_fraction)
 
 MEANS = np.array([[0.0, -1.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
@@ -122,3 +122,21 @@ def test_rejects_bad_shapes_and_values():
     cluster_alignment(z, ARMS[:10], MEANS, S2)
   with pytest.raises(ValueError, match="min_mass"):
     occupied_components(z, MEANS, S2, min_mass=0.0)
+
+
+def test_aggregate_posterior_modes_count_what_the_figure_shows():
+  means = np.array([[0.0, -1.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+  rng = np.random.default_rng(0)
+  four = np.repeat(means, 100, axis=0) + 0.05 * rng.standard_normal((400, 2))
+  narrow = np.full((400, 2), 0.1)
+  assert aggregate_posterior_modes(four, narrow) == 4
+  assert aggregate_posterior_modes(four[:200], narrow[:200]) == 2          # arms 0 and 1 only
+  blob = 0.05 * rng.standard_normal((400, 2))
+  assert aggregate_posterior_modes(blob, np.full((400, 2), 0.5)) == 1
+  # The same blob holds a quarter of the mass of each prior component: four "occupied", one mode.
+  assert occupied_components(blob, means, 0.03) == 4
+  # One broad Gaussian: one mode wherever it sits; two far apart: two.
+  assert aggregate_posterior_modes(np.array([[3.0, 3.0]]), np.array([[0.7, 0.2]])) == 1
+  assert aggregate_posterior_modes(np.array([[0.0, 0.0], [5.0, 0.0]]), np.full((2, 2), 0.5)) == 2
+  with pytest.raises(ValueError, match="2-D codes"):
+    aggregate_posterior_modes(np.zeros((3, 3)), np.ones((3, 3)))

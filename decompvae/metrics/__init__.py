@@ -1,6 +1,6 @@
 """Disentanglement, sparsity, clustering and representation metrics; numpy in, floats out, usable without our models."""
 from decompvae.metrics.beta_vae import beta_vae_score
-from decompvae.metrics.clustering import (cluster_alignment, clustering_scores, component_masses,
+from decompvae.metrics.clustering import (aggregate_posterior_modes, cluster_alignment, clustering_scores, component_masses,
                                           component_responsibilities, occupied_components,
                                           within_component_fraction)
 from decompvae.metrics.dci import dci, dci_completeness, dci_disentanglement, dci_from_codes, gbt_importance
@@ -13,7 +13,7 @@ from decompvae.metrics.sparsity import hoyer_sparsity, latent_magnitude_per_clas
 from decompvae.metrics.utils import CodeTable
 
 __all__ = [
-    "CodeTable", "beta_vae_score", "cluster_alignment", "clustering_scores", "component_masses",
+    "CodeTable", "aggregate_posterior_modes", "beta_vae_score", "cluster_alignment", "clustering_scores", "component_masses",
     "component_responsibilities", "dci", "dci_completeness", "dci_disentanglement", "dci_from_codes",
     "factor_vae_score", "gbt_importance", "hoyer_sparsity", "latent_magnitude_per_class", "mig", "mig_from_codes",
     "modularity_explicitness", "modularity_explicitness_from_codes", "occupied_components", "paper_disentanglement",

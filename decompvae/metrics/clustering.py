@@ -1,5 +1,6 @@
 """Clustering of codes against a Gaussian-mixture prior: component responsibilities, masses and alignment."""
 import numpy as np
+from scipy import ndimage
 from scipy import special
 from scipy import stats
 from sklearn import metrics as sk_metrics
@@ -167,6 +168,47 @@ def within_component_fraction(z: np.ndarray, component_means_KxD: np.ndarray, co
   means, variances = _check_mixture(component_means_KxD, component_variance, codes.shape[1])
   scaled_sq_dist_NxK = np.square(codes[:, None, :] - means[None, :, :]).sum(-1) / variances
   return float(np.mean(scaled_sq_dist_NxK.min(axis=1) <= stats.chi2.ppf(quantile, codes.shape[1])))
+
+
+def aggregate_posterior_modes(loc_NxD: np.ndarray, scale_NxD: np.ndarray, *, grid_size: int = 200,
+                              min_relative_density: float = 0.05) -> int:
+  """The number of modes of the aggregate posterior q(z) = (1/N) Σ_n N(z; μ_n, diag σ_n²) of 2-D codes.
+
+  q is evaluated on a grid_size × grid_size grid spanning the means ± 3 of the largest standard deviation; a
+  mode is a grid point at least as high as its 8 neighbours (touching such points form one mode) whose
+  density is at least `min_relative_density` of the highest one (so numerical ripples in the tails do not count). This is what the paper's Figure 4
+  shows: four separated modes, or clusters merged into one or two. Unlike component masses it does not
+  depend on the prior: a single broad blob has one mode wherever it sits.
+
+  Args:
+    loc_NxD: posterior means μ_n, D = 2.
+    scale_NxD: posterior standard deviations σ_n.
+    grid_size: grid points per axis (modes closer than two grid steps merge).
+    min_relative_density: the height, relative to the highest mode, below which a maximum is ignored.
+
+  Returns:
+    the number of modes.
+
+  References:
+    Mathieu et al. (2019), §5, Figure 4; docs/science.md §6.8.
+  """
+  loc, scale = np.asarray(loc_NxD, np.float64), np.asarray(scale_NxD, np.float64)
+  if loc.ndim != 2 or loc.shape[1] != 2 or scale.shape != loc.shape:
+    raise ValueError(f"need 2-D codes: loc and scale of shape [N, 2], got {loc.shape} and {scale.shape}")
+  if not (np.all(np.isfinite(loc)) and np.all(scale > 0)):
+    raise ValueError("loc must be finite and scale positive")
+  margin = 3.0 * scale.max()
+  axes = [np.linspace(loc[:, d].min() - margin, loc[:, d].max() + margin, grid_size) for d in range(2)]
+  log_q = None
+  for d, grid in enumerate(axes):   # log N(z_d; μ_nd, σ_nd²) on each axis: [N, G]
+    term = stats.norm.logpdf(grid[None, :], loc[:, d:d + 1], scale[:, d:d + 1])
+    log_q = term[:, :, None] if log_q is None else log_q + term[:, None, :]
+  density = np.exp(special.logsumexp(log_q, axis=0) - special.logsumexp(log_q, axis=0).max())
+  padded = np.pad(density, 1, constant_values=-np.inf)
+  neighbours = np.stack([padded[1 + dy:1 + dy + grid_size, 1 + dx:1 + dx + grid_size]
+                         for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+  peaks = (density >= neighbours.max(axis=0)) & (density >= min_relative_density)
+  return int(ndimage.label(peaks, structure=np.ones((3, 3)))[1])   # a flat top of equal points is one mode
 
 
 def clustering_scores(z_mean_NxD: np.ndarray, labels_N: np.ndarray, component_means_KxD: np.ndarray,
