@@ -48,7 +48,7 @@ def compute_metrics(ev) -> dict:
   "clusters/nmi": NMI between the arms and the component most responsible for E[z|x]; "clusters/masses",
   "clusters/occupied" (components holding at least 10% of the mass) and "clusters/within_fraction" from 16
   samples of q(z|x) per test point, i.e. from the aggregate posterior; "clusters/modes": the number of modes
-  of the aggregate posterior's density.
+  of the aggregate posterior's density at the resolution of the prior's components (their std).
   """
   if ev.run.config.prior.name != "mixture":
     return {}
@@ -58,7 +58,8 @@ def compute_metrics(ev) -> dict:
   means = np.asarray(ev.run.pz(ev.state).components_distribution.mean())
   scores = metrics.clustering_scores(ev.z_mean, ev.data.labels, means, ev.run.config.prior.variance,
                                      z_samples=z_samples)
-  scores["modes"] = metrics.aggregate_posterior_modes(np.asarray(qz_x.mean()), np.asarray(qz_x.stddev()))
+  scores["modes"] = metrics.aggregate_posterior_modes(np.asarray(qz_x.mean()), np.asarray(qz_x.stddev()),
+                                                      resolution=np.sqrt(ev.run.config.prior.variance))
   return {f"clusters/{k}": v for k, v in scores.items()}
 
 

@@ -140,3 +140,13 @@ def test_aggregate_posterior_modes_count_what_the_figure_shows():
   assert aggregate_posterior_modes(np.array([[0.0, 0.0], [5.0, 0.0]]), np.full((2, 2), 0.5)) == 2
   with pytest.raises(ValueError, match="2-D codes"):
     aggregate_posterior_modes(np.zeros((3, 3)), np.ones((3, 3)))
+
+
+def test_modes_at_the_prior_resolution_group_near_deterministic_codes():
+  means = np.array([[0.0, -1.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+  four = np.repeat(means, 100, axis=0) + 0.05 * np.random.default_rng(1).standard_normal((400, 2))
+  spikes = np.full((400, 2), 0.01)                                     # σ → 0: codes make their own modes
+  assert aggregate_posterior_modes(four, spikes) > 4
+  assert aggregate_posterior_modes(four, spikes, resolution=np.sqrt(0.03)) == 4
+  with pytest.raises(ValueError, match="resolution"):
+    aggregate_posterior_modes(four, spikes, resolution=-1.0)

@@ -170,11 +170,15 @@ def within_component_fraction(z: np.ndarray, component_means_KxD: np.ndarray, co
   return float(np.mean(scaled_sq_dist_NxK.min(axis=1) <= stats.chi2.ppf(quantile, codes.shape[1])))
 
 
-def aggregate_posterior_modes(loc_NxD: np.ndarray, scale_NxD: np.ndarray, *, grid_size: int = 200,
-                              min_relative_density: float = 0.05) -> int:
-  """The number of modes of the aggregate posterior q(z) = (1/N) Σ_n N(z; μ_n, diag σ_n²) of 2-D codes.
+def aggregate_posterior_modes(loc_NxD: np.ndarray, scale_NxD: np.ndarray, *, resolution: float = 0.0,
+                              grid_size: int = 200, min_relative_density: float = 0.05) -> int:
+  """The number of modes of the aggregate posterior q(z) = (1/N) Σ_n N(z; μ_n, diag σ_n²) of 2-D codes,
+  seen at a `resolution`: q convolved with N(0, resolution² I), i.e. σ_n² + resolution² in each term.
 
-  q is evaluated on a grid_size × grid_size grid spanning the means ± 3 of the largest standard deviation; a
+  Near-deterministic encoders (σ_n → 0, e.g. with β = 0) make q a sum of N spikes, each its own mode; at the
+  resolution of the prior's components (their standard deviation) the modes are the clusters the prior can
+  tell apart. q is evaluated on a grid_size × grid_size grid spanning the means ± 3 of the largest standard
+  deviation; a
   mode is a grid point at least as high as its 8 neighbours (touching such points form one mode) whose
   density is at least `min_relative_density` of the highest one (so numerical ripples in the tails do not count). This is what the paper's Figure 4
   shows: four separated modes, or clusters merged into one or two. Unlike component masses it does not
@@ -183,6 +187,7 @@ def aggregate_posterior_modes(loc_NxD: np.ndarray, scale_NxD: np.ndarray, *, gri
   Args:
     loc_NxD: posterior means μ_n, D = 2.
     scale_NxD: posterior standard deviations σ_n.
+    resolution: the standard deviation of the smoothing (0: q itself).
     grid_size: grid points per axis (modes closer than two grid steps merge).
     min_relative_density: the height, relative to the highest mode, below which a maximum is ignored.
 
@@ -195,8 +200,9 @@ def aggregate_posterior_modes(loc_NxD: np.ndarray, scale_NxD: np.ndarray, *, gri
   loc, scale = np.asarray(loc_NxD, np.float64), np.asarray(scale_NxD, np.float64)
   if loc.ndim != 2 or loc.shape[1] != 2 or scale.shape != loc.shape:
     raise ValueError(f"need 2-D codes: loc and scale of shape [N, 2], got {loc.shape} and {scale.shape}")
-  if not (np.all(np.isfinite(loc)) and np.all(scale > 0)):
-    raise ValueError("loc must be finite and scale positive")
+  if not (np.all(np.isfinite(loc)) and np.all(scale > 0)) or resolution < 0:
+    raise ValueError("loc must be finite, scale positive and resolution non-negative")
+  scale = np.sqrt(np.square(scale) + resolution ** 2)
   margin = 3.0 * scale.max()
   axes = [np.linspace(loc[:, d].min() - margin, loc[:, d].max() + margin, grid_size) for d in range(2)]
   log_q = None
