@@ -4,7 +4,8 @@ import pytest
 from sklearn import ensemble
 
 from decompvae import metrics
-from decompvae.metrics import gbt
+from decompvae.metrics import _gbt
+from decompvae.metrics._gbt import boosting, replay
 
 
 def _codes_and_labels(seed, num_points, num_dims, num_classes, num_test=200):
@@ -23,11 +24,11 @@ def _sklearn(z_train, labels, z_test, n_estimators):
 
 def _assert_same_as_sklearn(z_train, labels, z_test, n_estimators):
   model, raw_train, raw_test = _sklearn(z_train, labels, z_test, n_estimators)
-  factor, = gbt._fit(z_train, labels[:, None], z_test, n_estimators, 0.1, 0)
+  factor, = boosting.fit(z_train, labels[:, None], z_test, n_estimators, 0.1, 0)
   squeeze = (lambda raw: raw[:, 0]) if factor.num_trees == 1 else (lambda raw: raw)
   np.testing.assert_array_equal(squeeze(factor.raw), raw_train)        # the same trees and leaf values, bit for bit
   np.testing.assert_array_equal(squeeze(factor.raw_test), raw_test)
-  importance, train_pred, test_pred = gbt.fit_gbt_importance(z_train, labels, z_test, n_estimators=n_estimators)
+  importance, train_pred, test_pred = _gbt.fit_gbt_importance(z_train, labels, z_test, n_estimators=n_estimators)
   np.testing.assert_allclose(importance, model.feature_importances_, rtol=1e-9, atol=1e-15)
   np.testing.assert_array_equal(train_pred, model.predict(z_train))
   np.testing.assert_array_equal(test_pred, model.predict(z_test))
@@ -64,8 +65,8 @@ def test_string_labels_and_several_factors_in_threads():
   z_train, labels, z_test = _codes_and_labels(3, 500, 6, 3)
   other = np.where(z_train[:, 4] > 0.3, "yes", "no")
   factors = np.stack([labels.astype(str), other], axis=1)
-  one = gbt.fit_gbt_classifiers(z_train, factors, z_test, n_estimators=20)
-  two = gbt.fit_gbt_classifiers(z_train, factors, z_test, n_estimators=20, n_jobs=2)
+  one = _gbt.fit_gbt_classifiers(z_train, factors, z_test, n_estimators=20)
+  two = _gbt.fit_gbt_classifiers(z_train, factors, z_test, n_estimators=20, n_jobs=2)
   np.testing.assert_allclose(one[0], two[0], rtol=1e-12, atol=1e-15)   # impurities are summed with other rounding
   np.testing.assert_array_equal(one[1], two[1])
   np.testing.assert_array_equal(one[2], two[2])
@@ -79,7 +80,7 @@ def test_string_labels_and_several_factors_in_threads():
 def test_a_factor_needs_two_classes():
   z_train, labels, z_test = _codes_and_labels(4, 100, 3, 2)
   with pytest.raises(ValueError, match="two classes"):
-    gbt.fit_gbt_importance(z_train, np.zeros(100, dtype=int), z_test)
+    _gbt.fit_gbt_importance(z_train, np.zeros(100, dtype=int), z_test)
   with pytest.raises(ValueError, match="single value"):
     metrics.dci_from_codes(z_train, np.stack([labels, np.zeros(100, dtype=int)], 1), z_test,
                            np.zeros((len(z_test), 2), dtype=int))
@@ -112,7 +113,7 @@ def test_partition_is_sklearns_two_pointer_sweep():
   for _ in range(300):
     samples = rng.permutation(60)[:rng.integers(1, 40)]
     goes_left = rng.random(60) < rng.random()
-    left, right = gbt._partition_like_sklearn(samples, goes_left[samples])
+    left, right = replay.partition_like_sklearn(samples, goes_left[samples])
     want_left, want_right = sweep(samples, goes_left)
     np.testing.assert_array_equal(left, want_left)
     np.testing.assert_array_equal(right, want_right)

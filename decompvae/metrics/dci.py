@@ -2,7 +2,7 @@
 import numpy as np
 from sklearn import ensemble
 
-from decompvae.metrics import gbt, utils
+from decompvae.metrics import _gbt, utils
 
 
 def dci_disentanglement(importance_DxK: np.ndarray) -> float:
@@ -51,7 +51,7 @@ def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
     (R [D, K], mean train accuracy, mean test accuracy).
   """
   if backend == "fast":
-    importance, train_pred, test_pred = gbt.fit_gbt_classifiers(z_train, y_train, z_test, n_jobs=n_jobs)
+    importance, train_pred, test_pred = _gbt.fit_gbt_classifiers(z_train, y_train, z_test, n_jobs=n_jobs)
   elif backend == "sklearn":
     fits = [_fit_sklearn(z_train, y_train[:, k], z_test) for k in range(y_train.shape[1])]
     importance, train_pred, test_pred = (np.stack(parts, axis=-1) for parts in zip(*fits))
