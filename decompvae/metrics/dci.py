@@ -1,4 +1,6 @@
 """Disentanglement, completeness and informativeness (DCI) with gradient-boosted trees, as disentanglement_lib does."""
+import warnings
+
 import numpy as np
 from sklearn import ensemble
 
@@ -50,6 +52,11 @@ def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
   Returns:
     (R [D, K], mean train accuracy, mean test accuracy).
   """
+  if backend == "fast":
+    reason = _gbt.unsupported_reason()
+    if reason is not None:
+      warnings.warn(f"{reason}; DCI uses scikit-learn's own classifier (backend='sklearn', minutes)", RuntimeWarning)
+      backend = "sklearn"
   if backend == "fast":
     importance, train_pred, test_pred = _gbt.fit_gbt_classifiers(z_train, y_train, z_test, n_jobs=n_jobs)
   elif backend == "sklearn":

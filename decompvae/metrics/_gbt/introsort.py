@@ -19,6 +19,7 @@ to the back in that order, and the < elements it accepts rotate the queue of = e
 import numpy as np
 
 _SMALL = 15   # segments this short are insertion-sorted
+_SCALAR_UP_TO = 4096   # arrays up to this size are sorted element by element (array operations cost more there)
 
 
 def simultaneous_sort(values: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -37,6 +38,8 @@ def simultaneous_sort(values: np.ndarray, samples: np.ndarray) -> np.ndarray:
   if n <= 1:
     return s
   budget = 2 * (n.bit_length() - 1)   # 2 * (intp)log2(n), exact for integers
+  if n <= _SCALAR_UP_TO:
+    return _sort_lists(v.tolist(), s.tolist(), budget, s.dtype)
   starts, lengths = np.zeros(1, dtype=np.intp), np.full(1, n, dtype=np.intp)
   done_starts, done_lengths = [], []
   while starts.size:
@@ -54,6 +57,45 @@ def simultaneous_sort(values: np.ndarray, samples: np.ndarray) -> np.ndarray:
     starts, lengths = _partition_segments(v, s, starts, lengths)
   _insertion_sort_segments(v, s, np.concatenate(done_starts), np.concatenate(done_lengths))
   return s
+
+
+def _sort_lists(v, s, budget, dtype):
+  """The same sort, step by step on Python lists (float32 values compare alike as Python floats)."""
+  stack = [(0, len(v), budget)]
+  while stack:
+    lo, m, budget = stack.pop()
+    while m > _SMALL:
+      if budget <= 0:
+        values, items = v[lo:lo + m], s[lo:lo + m]
+        _heapsort_lists(values, items)
+        v[lo:lo + m], s[lo:lo + m] = values, items
+        m = 0
+        break
+      budget -= 1
+      a, b, c = v[lo], v[lo + m // 2], v[lo + m - 1]
+      pivot = (b if b < c else (c if a < c else a)) if a < b else ((a if a < c else c) if b < c else b)
+      i = low = lo
+      high = lo + m
+      while i < high:
+        x = v[i]
+        if x < pivot:
+          v[i], v[low] = v[low], x
+          s[i], s[low] = s[low], s[i]
+          i += 1
+          low += 1
+        elif x > pivot:
+          high -= 1
+          v[i], v[high] = v[high], x
+          s[i], s[high] = s[high], s[i]
+        else:
+          i += 1
+      stack.append((lo, low - lo, budget))
+      m -= high - lo
+      lo = high
+    if m > 1:   # insertion sort: stable
+      order = sorted(range(lo, lo + m), key=v.__getitem__)
+      v[lo:lo + m], s[lo:lo + m] = [v[k] for k in order], [s[k] for k in order]
+  return np.array(s, dtype=dtype)
 
 
 def _segment_ids(starts, lengths):
@@ -172,6 +214,14 @@ def _heapsort(v, s, start, n):
   """Heap sort of v[start:start + n] (and s alike), step by step as scikit-learn's `heapsort`."""
   values = v[start:start + n].tolist()
   items = s[start:start + n].tolist()
+  _heapsort_lists(values, items)
+  v[start:start + n] = values
+  s[start:start + n] = items
+
+
+def _heapsort_lists(values, items):
+  """Heap sort of the lists in place: sift-down heapify from the last parent, then the maximum to the end."""
+  n = len(values)
 
   def sift(root, end):
     while True:
@@ -192,5 +242,3 @@ def _heapsort(v, s, start, n):
     values[0], values[end] = values[end], values[0]
     items[0], items[end] = items[end], items[0]
     sift(0, end)
-  v[start:start + n] = values
-  s[start:start + n] = items

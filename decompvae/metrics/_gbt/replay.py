@@ -13,6 +13,7 @@ nodes before it in that order.
 impurity scikit-learn stores for a node, whether it tries to split a node, and the split it picks.
 """
 import dataclasses
+import itertools
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +24,7 @@ from decompvae.metrics._gbt.data import FEATURE_THRESHOLD, Codes
 EPSILON = np.finfo(np.float64).eps      # sklearn/tree/_tree.pyx: a node with impurity <= this is a leaf
 RAND_R_MAX = 2 ** 31 - 1                # sklearn/tree/_utils.pxd
 MAX_DEPTH = 3
+ENUMERATE_UP_TO = 4   # nodes this small are decided for every order of their samples instead of replaying it
 PREORDER = (0, 1, 3, 7, 8, 4, 9, 10, 2, 5, 11, 12, 6, 13, 14)   # heap numbers, depth first, left first
 
 
@@ -127,13 +129,115 @@ class Replay:
     Returns:
       The split, or None when the node stays a leaf.
     """
-    sorted_features = self.draws(node)[1]
+    sorted_features = [f for f in self.draws(node)[1] if f in contenders]
     n = self.members(node).size
-    scans = []
-    for i, f in enumerate(sorted_features):
-      if f not in contenders:
+    inside = self.members(node)
+    approx_total = float(np.sum(self._r[inside]))
+    best = None
+    if not check_improvement:
+      best = self._split_without_order(node, sorted_features, n, approx_total, tolerance)
+      if best is None and n <= ENUMERATE_UP_TO:
+        best = self._split_in_any_order(node, sorted_features, tolerance)
+    if best is None:
+      best = self._split_in_order(node, sorted_features, n, approx_total, tolerance)
+    if best is None:
+      return None
+    feature, threshold = best
+    left = inside[self._x[inside, feature] <= threshold]
+    if check_improvement and self._improvement(node, feature, threshold) + EPSILON < 0.0:
+      return None
+    return Split(feature, threshold, int(left.size), float(np.sum(self._r[left])))
+
+  def _split_without_order(self, node, features, n, approx_total, tolerance):
+    """The best split when it does not depend on the order of tied values: each dimension's samples in the
+    stable sorted order, Σ_L from the left. A Σ_L is scikit-learn's to the bit when the prefix holds no equal
+    values of samples that are not interchangeable (beyond two at its very start, as 0 + a + b = 0 + b + a) and
+    scikit-learn reaches it from the left. When the candidates within `tolerance` of the best are all such and
+    share one (Σ_L, n_L), their proxies are equal whatever the node total, and the first drawn wins.
+
+    Returns:
+      (dimension, threshold), or None when the order decides (or no dimension has a split).
+    """
+    scans, known = [], []
+    for f in features:
+      samples, mixed = self._presorted_by(node, f)
+      v = self._x[samples, f]
+      cand = np.flatnonzero(v[1:] > v[:-1] + FEATURE_THRESHOLD) + 1
+      if not cand.size:
         continue
-      samples = self._sorted_by(node, sorted_features[:i + 1])
+      sum_left = np.add.accumulate(self._r[samples])[cand - 1]
+      prev = np.zeros_like(cand)
+      prev[1:] = cand[:-1]
+      backward = np.flatnonzero((cand - prev) > (n - cand))
+      ok = np.arange(cand.size) < (backward[0] if backward.size else cand.size)
+      if mixed:
+        ok &= cand <= self._first_order_dependent(samples, v)
+      scans.append((f, v, cand, sum_left))
+      known.append(ok)
+    if not scans:
+      return None
+    proxies = [proxy(sum_left, cand, n, approx_total) for _, _, cand, sum_left in scans]
+    top = max(p.max() for p in proxies)
+    pairs = set()
+    for (_, _, cand, sum_left), p, ok in zip(scans, proxies, known):
+      close = p >= top - tolerance
+      if not ok[close].all():
+        return None
+      pairs.update(zip(sum_left[close].tolist(), cand[close].tolist()))
+    if len(pairs) != 1:
+      return None
+    return _first_best(scans, proxies)
+
+  def _split_in_any_order(self, node, features, tolerance):
+    """The best split of a node of at most ENUMERATE_UP_TO samples when it is the same for every order scikit-learn
+    could hold them in (their order at the node's start decides the node total and, through the sorts, the order
+    of tied values; a node this small is sorted by insertion sort, which is stable). None when the order decides."""
+    all_features = self.draws(node)[1]
+    positions = [all_features.index(f) for f in features]
+    members = self.members(node)
+    keys = self._x[members][:, all_features].T                     # [sorts, n]
+    decisions = set()
+    for start in itertools.permutations(range(members.size)):
+      start = np.array(start)
+      scans = []
+      for f, i in zip(features, positions):
+        # successive stable sorts by all_features[:i + 1]: one lexicographic sort, ties in the starting order
+        samples = members[start[np.lexsort((np.arange(start.size),) + tuple(keys[:i + 1, start]))]]
+        v = self._x[samples, f]
+        cand = np.flatnonzero(v[1:] > v[:-1] + FEATURE_THRESHOLD) + 1
+        if cand.size:
+          total = sequential_sum(self._r[members[start]])
+          scans.append((f, v, cand, sums_left_like_sklearn(self._r[samples], cand, lambda t=total: t), total))
+      if not scans:
+        return None
+      total = scans[0][4]
+      proxies = [proxy(sum_left, cand, members.size, total) for _, _, cand, sum_left, _ in scans]
+      decisions.add(_first_best([scan[:4] for scan in scans], proxies))
+      if len(decisions) > 1:
+        return None
+    return decisions.pop()
+
+  def _first_order_dependent(self, samples, v):
+    """The first sorted position whose prefix sums can depend on the order of equal values: the start of the
+    first run of equal values with samples that are not interchangeable (other than a run of two at 0)."""
+    tie = v[1:] == v[:-1]
+    a, b = samples[:-1], samples[1:]
+    mixed_pair = tie & ((self._codes.row[a] != self._codes.row[b]) | (self._r[a] != self._r[b]))
+    starts = np.flatnonzero(np.r_[True, ~tie])                   # run starts
+    run = np.cumsum(np.r_[True, ~tie]) - 1                       # run of each position
+    mixed_runs = np.unique(run[1:][mixed_pair])
+    first = starts[mixed_runs]
+    size = np.diff(np.r_[starts, v.size])[mixed_runs]
+    first = first[~((first == 0) & (size == 2))]
+    return int(first.min()) if first.size else v.size
+
+  def _split_in_order(self, node, features, n, approx_total, tolerance):
+    """node_split_best over `features` with the node's samples in scikit-learn's order (the node total in that
+    order only when the candidates within `tolerance` have different (Σ_L, n_L))."""
+    all_features = self.draws(node)[1]
+    scans = []
+    for f in features:
+      samples = self._sorted_by(node, all_features[:all_features.index(f) + 1])
       v = self._x[samples, f]
       cand = np.flatnonzero(v[1:] > v[:-1] + FEATURE_THRESHOLD) + 1
       if cand.size:
@@ -141,7 +245,7 @@ class Replay:
         scans.append((f, v, cand, sum_left))
     if not scans:
       return None
-    total = float(np.sum(self._r[self.members(node)]))
+    total = approx_total
     for exact in (False, True):
       if exact:
         total = self._node_sums(node)[0]
@@ -151,18 +255,7 @@ class Replay:
                for a, k in zip(sum_left[p >= top - tolerance], cand[p >= top - tolerance])}
       if exact or len(pairs) == 1:
         break
-    best, best_proxy = None, -np.inf
-    for (f, v, cand, _), p in zip(scans, proxies):
-      j = int(np.argmax(p))
-      if p[j] > best_proxy:
-        best_proxy, pos = p[j], cand[j]
-        best = (f, float(np.float64(v[pos - 1]) / 2.0 + np.float64(v[pos]) / 2.0))
-    feature, threshold = best
-    inside = self.members(node)
-    left = inside[self._x[inside, feature] <= threshold]
-    if check_improvement and self._improvement(node, feature, threshold) + EPSILON < 0.0:
-      return None
-    return Split(feature, threshold, int(left.size), float(np.sum(self._r[left])))
+    return _first_best(scans, proxies)
 
   # -- the builder's decisions ---------------------------------------------------------------------------------
   def _attempted(self, node):
@@ -329,6 +422,17 @@ class Replay:
     sum_right, sq_right = total - sum_left, squares - sq_left
     mean_left, mean_right = sum_left / n_left, sum_right / n_right
     return sq_left / n_left - mean_left * mean_left, sq_right / n_right - mean_right * mean_right
+
+
+def _first_best(scans, proxies):
+  """The first strictly best candidate, dimensions in draw order: (dimension, threshold)."""
+  best, best_proxy = None, -np.inf
+  for (f, v, cand, _), p in zip(scans, proxies):
+    j = int(np.argmax(p))
+    if p[j] > best_proxy:
+      best_proxy, pos = p[j], cand[j]
+      best = (f, float(np.float64(v[pos - 1]) / 2.0 + np.float64(v[pos]) / 2.0))
+  return best
 
 
 def proxy(sum_left, n_left, n, total):
