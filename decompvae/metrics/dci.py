@@ -55,7 +55,7 @@ def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
     (R [D, K], mean train accuracy, mean test accuracy).
   """
   if backend == "fast":
-    reason = _gbt.unsupported_reason()
+    reason = _gbt.unsupported_reason(len(z_train))
     if reason is not None:
       warnings.warn(f"{reason}; DCI uses scikit-learn's own classifier (backend='sklearn', minutes)", RuntimeWarning)
       backend = "sklearn"

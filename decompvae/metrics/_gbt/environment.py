@@ -13,8 +13,13 @@ def sklearn_version(version: str | None = None) -> tuple[int, int]:
   return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
 
 
-def unsupported_reason() -> str | None:
-  """Why the replica cannot promise scikit-learn's numbers here, or None when it can."""
+MAX_POINTS = 2 ** 24   # member counts are summed in float32, exact below this
+
+
+def unsupported_reason(num_points: int = 0) -> str | None:
+  """Why the replica cannot promise scikit-learn's numbers here (for `num_points` training points), or None."""
+  if num_points >= MAX_POINTS:
+    return f"{num_points} training points are too many for the fast classifier (at most {MAX_POINTS - 1})"
   lower, upper = VERIFIED_SKLEARN
   if not lower <= sklearn_version() < upper:
     return (f"scikit-learn {sklearn.__version__} is outside the range the fast classifier is verified on "

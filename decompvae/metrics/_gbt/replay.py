@@ -119,10 +119,10 @@ class Replay:
       node: a node the builder tries to split.
       contenders: the dimensions whose best splits come within `tolerance` of the node's best (the others have
         none that can win).
-      tolerance: bound on the difference between proxies computed with the search's node total and with
-        scikit-learn's. Candidates with the same Σ_L r and n_L (to the bit) have the same proxy whatever the
-        total; when those are all that come within `tolerance` of the best, the first one drawn wins and the
-        node total (scikit-learn's order of the node's samples) is not needed.
+      tolerance: twice the bound on |ours − scikit-learn's| of the node's proxies: a candidate further than this
+        below the best cannot be scikit-learn's choice. Candidates with the same Σ_L r and n_L (to the bit) have
+        the same proxy whatever the node total; when those are all that come within `tolerance` of the best, the
+        first one drawn wins and the node total (scikit-learn's order of the node's samples) is not needed.
       check_improvement: also apply the builder's leaf test `improvement + EPSILON < 0` (min_impurity_decrease 0),
         which needs the impurities of the children.
 
