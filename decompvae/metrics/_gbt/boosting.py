@@ -3,7 +3,6 @@ import concurrent.futures
 import os
 
 import numpy as np
-from sklearn._loss import loss as sklearn_loss
 
 from decompvae.metrics._gbt.data import Codes
 from decompvae.metrics._gbt.replay import RAND_R_MAX
@@ -80,6 +79,8 @@ class Factor:
     self.y_float = self.y.astype(np.float64)
     self.num_classes = c = self.classes.size
     self.num_trees = 1 if c == 2 else c
+    # scikit-learn's private module, imported here so that its absence only disables this backend (see environment)
+    from sklearn._loss import loss as sklearn_loss  # pylint: disable=import-outside-toplevel
     self.loss = sklearn_loss.HalfBinomialLoss() if c == 2 else sklearn_loss.HalfMultinomialLoss(n_classes=c)
     prior = np.bincount(self.y) / self.y.size   # DummyClassifier(strategy="prior")
     self.raw = self._start(prior, codes.num_train)

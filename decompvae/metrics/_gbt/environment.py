@@ -1,5 +1,6 @@
 """Whether this process can run the replica exactly: the scikit-learn version and a few arithmetic checks."""
 import functools
+import re
 
 import numpy as np
 import sklearn
@@ -9,8 +10,8 @@ VERIFIED_SKLEARN = ((1, 9), (1, 10))   # [lower, upper): the versions whose tree
 
 def sklearn_version(version: str | None = None) -> tuple[int, int]:
   """(major, minor) of scikit-learn's version string (the installed one by default)."""
-  parts = (version or sklearn.__version__).split(".")
-  return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+  match = re.match(r"(\d+)\.(\d+)", version or sklearn.__version__)
+  return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
 MAX_POINTS = 2 ** 24   # member counts are summed in float32, exact below this
