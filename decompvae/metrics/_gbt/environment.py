@@ -5,7 +5,9 @@ import re
 import numpy as np
 import sklearn
 
-VERIFIED_SKLEARN = ((1, 9), (1, 10))   # [lower, upper): the versions whose tree code the replica follows
+# [lower, upper): the versions whose code the replica follows (up to 1.8 the classifier split with friedman_mse
+# and the tree sort had no insertion-sort stage)
+VERIFIED_SKLEARN = ((1, 9), (1, 10))
 
 
 def sklearn_version(version: str | None = None) -> tuple[int, int]:
