@@ -4,6 +4,7 @@ Every step function here has the loop's shape `(state, train_arrays) -> (state, 
 shaped [S, k]: S members (1 for a run) by the k steps of one call.
 """
 
+import collections
 import functools
 
 import jax
@@ -36,6 +37,12 @@ def member_steps(run: run_lib.Run, data: task_lib.TaskData, mesh, num_steps: int
   return steps
 
 
+# Step programs that may be in flight on XLA:CPU (dispatched, not finished): two keep the devices busy, the
+# rest absorbs host hiccups. XLA:CPU deadlocks when a device reaches its limit of 32 (see `fused_calls`).
+CPU_MAX_STEPS_IN_FLIGHT = 4
+_cpu_steps_in_flight = collections.deque()   # metrics of the latest step programs, oldest first
+
+
 def fused_calls(compile_steps, num_steps: int):
   """`compile_steps(num_steps)` on GPU/TPU; on CPU, a function making `num_steps` calls of `compile_steps(1)`.
 
@@ -43,16 +50,28 @@ def fused_calls(compile_steps, num_steps: int):
   unrolled loop compiled for long and ran slower than the one-step program, so on CPU the one-step program
   is dispatched `num_steps` times and its metrics, shape [..., 1], are concatenated on the device into
   [..., num_steps], fetched once (BUILD_NOTES.md, "Fused loop").
+
+  On CPU at most `CPU_MAX_STEPS_IN_FLIGHT` step programs of the process are in flight: before each dispatch
+  the host waits for the one dispatched that many steps earlier. XLA:CPU (jaxlib 0.10) admits 32 programs
+  per device; the next dispatch blocks one of its client threads until one finishes, and with one device per
+  core only as many threads as devices run the programs, so a data-parallel step then waits in its
+  all-reduce for a partner that no thread is left to run, and XLA aborts the process after 40 s
+  (BUILD_NOTES.md, "Collective aborts on CPU").
   """
-  if not devices.on_cpu() or num_steps == 1:
+  if not devices.on_cpu():
     return compile_steps(num_steps)
   one = compile_steps(1)
 
   def calls(state, *args):
     history = []
     for _ in range(num_steps):
+      while len(_cpu_steps_in_flight) >= CPU_MAX_STEPS_IN_FLIGHT:
+        jax.block_until_ready(_cpu_steps_in_flight.popleft())
       state, metrics = one(state, *args)
+      _cpu_steps_in_flight.append(metrics)
       history.append(metrics)
+    if num_steps == 1:
+      return state, history[0]
     return state, jax.tree.map(lambda *m: jnp.concatenate(m, axis=-1), *history)
 
   return calls
