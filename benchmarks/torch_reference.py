@@ -4,7 +4,7 @@ a CPU wheel); it is not part of the package or its tests.
 
   python benchmarks/torch_reference.py --steps=30
 
-The dSprites network is SPEC §4's, written here from the spec with PyTorch's default layers and
+The dSprites network is docs/science.md §4's, written here from that description with PyTorch's default layers and
 initialisation (as the authors use): conv encoder, transposed-conv decoder, Bernoulli likelihood, the β-VAE
 loss with N(0, I), Adam with AMSGrad, batch 64. The MMD case times value and gradient of the dimension-wise
 IMQ MMD written the direct way (B×B×D differences per scale), B = 500, D = 50. Prints one JSON object.

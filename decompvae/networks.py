@@ -1,4 +1,7 @@
-"""Encoders and decoders of SPEC §4 as Flax linen modules (dSprites conv, Fashion-MNIST DCGAN, pinwheel MLP)."""
+"""Encoders and decoders of docs/science.md §4 as Flax linen modules.
+
+dSprites conv, Fashion-MNIST DCGAN, pinwheel MLP.
+"""
 
 from collections.abc import Sequence
 

@@ -1,5 +1,5 @@
 """Tests for decompvae.networks: the 4×4 stride-2 convolutions against their definitions and `lax`, and the
-three architectures of SPEC §4 against hand-counted parameters and reference forward passes."""
+three architectures of docs/science.md §4 against hand-counted parameters and reference forward passes."""
 
 import jax
 import jax.numpy as jnp
@@ -169,7 +169,7 @@ def _apply_both(enc, dec):
 
 @jax.jit
 def _reference_dsprites(pe, pd, x, z):
-  """SPEC §4 written out with plain lax convolutions (PyTorch's NCHW flatten order aside)."""
+  """docs/science.md §4 written out with plain lax convolutions (PyTorch's NCHW flatten order aside)."""
   h = x
   for i in range(4):
     h = jax.nn.relu(_lax_conv(h, pe[f"Conv4x4s2_{i}"]["kernel"]) + pe[f"Conv4x4s2_{i}"]["bias"])

@@ -56,7 +56,7 @@ def paper_disentanglement(z_NxD: np.ndarray, factors_NxK: np.ndarray, *, num_vot
     {"disentanglement": score} plus {"disentanglement_mapped": score} when `transform` is given.
 
   References:
-    Kim & Mnih (2018), "Disentangling by Factorising", §4; Mathieu et al. (2019), §5 and SPEC §6.
+    Kim & Mnih (2018), "Disentangling by Factorising", §4; Mathieu et al. (2019), §5 and docs/science.md §6.
   """
   z = utils.check_codes(z_NxD)
   utils.check_counts(num_votes=(1, num_votes), num_points=(2, num_points))

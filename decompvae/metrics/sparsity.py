@@ -21,7 +21,7 @@ def hoyer_sparsity(z_NxD: np.ndarray, normalize: bool = True) -> float:
 
   References:
     Hoyer (2004), "Non-negative Matrix Factorization with Sparseness Constraints", §3; Mathieu et al. (2019), §5
-    and SPEC §6.
+    and docs/science.md §6.
   """
   z = utils.check_codes(z_NxD).astype(np.float64)
   if normalize:
