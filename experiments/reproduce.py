@@ -242,11 +242,21 @@ def row_config(claim: Claim, row: Row, budget: str) -> tuple[ml_collections.Conf
   return c, sweep_lib.members(c, sweep)
 
 
-def run_claim(name: str, budget: str, workdir: str, out: str) -> tuple[str, list[str]]:
-  """Trains and evaluates every row of claim `name` (resuming), then writes its report and verdict."""
+def run_claim(name: str, budget: str, workdir: str, out: str, rows=()) -> tuple[str, list[str]]:
+  """Trains and evaluates the rows of claim `name` (resuming), then writes its report and verdict.
+
+  `rows` (names) restricts the work to those rows, e.g. to run them in parallel processes; the verdict needs
+  every row, so it is written only when all are run (run the command again without `rows` to write it: the
+  finished members are skipped).
+  """
   claim = CLAIMS[name]
+  unknown = set(rows) - {r.name for r in claim.rows}
+  if unknown:
+    raise RunError(f"claim {name} has no row {sorted(unknown)}; its rows: {[r.name for r in claim.rows]}")
   groups, directories = {}, []
   for row in claim.rows:
+    if rows and row.name not in rows:
+      continue
     c, members = row_config(claim, row, budget)
     row_dir = os.path.join(workdir, budget, row.experiment, row.name)
     logging.info("Claim %s, row %s: %d members in %s", name, row.name, len(members), row_dir)
@@ -258,6 +268,8 @@ def run_claim(name: str, budget: str, workdir: str, out: str) -> tuple[str, list
     groups[row.name], _ = report.write_report(runs, os.path.join(out, name, row.name), x=claim.x
                                               if claim.x != "auto" else None, metrics=list(claim.metrics))
     directories.append(row_dir)
+  if len(groups) < len(claim.rows):
+    return "not judged", [f"only rows {sorted(groups)} were run; the verdict needs all of them"]
   verdict, reasons = claim.verdict(groups)
   text = (f"# {name}: {verdict}\n\n{claim.statement}\n\nBudget: {budget} "
           f"({claim.budgets[budget] or 'the authors’ settings'}). Criteria: {claim.criteria}\n\n"
@@ -271,6 +283,8 @@ _BUDGET = flags.DEFINE_enum("budget", "cpu", ["cpu", "paper"], "cpu: shortened r
                             "paper: the authors' settings.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/reproduce", "Where the runs go (<budget>/<experiment>/<row>).")
 _OUT = flags.DEFINE_string("out", "reports/reproduction", "Where each claim's report goes (<claim>/).")
+_ROWS = flags.DEFINE_list("rows", [], "Only these rows of the claim (e.g. to run rows in parallel processes); "
+                          "the verdict is written when a command runs them all.")
 
 
 def main(argv):
@@ -282,7 +296,8 @@ def main(argv):
   names = list(CLAIMS) if _CLAIM.value == "all" else [_CLAIM.value]
   try:
     for name in names:
-      verdict, reasons = run_claim(name, _BUDGET.value, os.path.abspath(_WORKDIR.value), _OUT.value)
+      verdict, reasons = run_claim(name, _BUDGET.value, os.path.abspath(_WORKDIR.value), _OUT.value,
+                                   tuple(_ROWS.value))
       logging.info("Claim %s: %s\n  %s", name, verdict, "\n  ".join(reasons))
   except RunError as e:
     sys.exit(f"error: {e}")
