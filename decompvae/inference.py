@@ -286,10 +286,13 @@ def iwae(model, variables, pz: distrax.Distribution, dataset: pipeline.DeviceDat
 
   `stderr` is the standard error of `mean` as an estimate of the whole dataset's average of E[log p̂] when the
   N examples are a random subset (`select_examples`); it contains the Monte-Carlo noise of the samples.
-  `mc_stderr` is the part due to the K samples alone: the spread of `mean` between evaluations of the same
-  examples with different keys. Runs compared on the same subset (the default: it depends only on
-  `subset_seed`) differ by less than `stderr` suggests, since the examples' own variation is shared. Neither
-  covers the bias: E[log p̂] rises towards log p(x) with K.
+  `mc_stderr` estimates the part due to the K samples alone, the spread of `mean` between evaluations of the
+  same examples with different keys, from the per-example delta-method errors; with heavy-tailed weights
+  (small `median_ess`) it is too small (2–3× for a dSprites model), but it is far below `stderr` either way.
+  Runs compared on the same subset (the default: it depends only on `subset_seed`) differ by less than
+  `stderr` suggests, since the examples' own variation is shared. Neither covers the bias: E[log p̂] rises
+  towards log p(x) with K (by ~1 nat from K = 100 to 1000 for a dSprites model; BUILD_NOTES.md, "Evaluation
+  speed").
 
   Args:
     model, variables, pz, dataset, key: as for `iwae_per_example`.
@@ -299,7 +302,8 @@ def iwae(model, variables, pz: distrax.Distribution, dataset: pipeline.DeviceDat
     images_per_call, mesh, progress: as for `iwae_per_example`.
 
   Returns:
-    {"iwae": mean, "iwae_stderr", "iwae_mc_stderr", "num_examples": N, "num_samples": K}.
+    {"iwae": mean, "iwae_stderr", "iwae_mc_stderr", "iwae_median_ess": the median over examples of the
+    effective sample size 1 / Σ_k w̃_k², "num_examples": N, "num_samples": K}.
 
   References:
     Burda et al. (2016); Mathieu et al. (2019), §5 (log-likelihoods of the priors); docs/science.md §3, §6.
@@ -307,6 +311,7 @@ def iwae(model, variables, pz: distrax.Distribution, dataset: pipeline.DeviceDat
   positions = select_examples(dataset.num_examples, num_examples, subset_seed)
   log_p_hat, se = iwae_per_example(model, variables, pz, dataset, key, positions, num_samples=num_samples,
                                    images_per_call=images_per_call, mesh=mesh, progress=progress)
+  ess = num_samples / (se**2 * (num_samples - 1) + 1)  # K / (K Σ w̃²), inverting iwae_from_log_sums
   return {"iwae": float(log_p_hat.mean()), "iwae_stderr": _stderr_of_mean(log_p_hat),
-          "iwae_mc_stderr": float(np.sqrt(np.sum(se**2)) / len(se)), "num_examples": len(positions),
-          "num_samples": num_samples}
+          "iwae_mc_stderr": float(np.sqrt(np.sum(se**2)) / len(se)), "iwae_median_ess": float(np.median(ess)),
+          "num_examples": len(positions), "num_samples": num_samples}

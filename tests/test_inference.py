@@ -122,6 +122,11 @@ def test_iwae_summary_is_the_mean_of_the_per_example_estimates(toy):
   assert out["iwae"] == pytest.approx(log_p.mean(), rel=1e-12)
   assert out["iwae_stderr"] == pytest.approx(log_p.std(ddof=1) / np.sqrt(NUM_EXAMPLES), rel=1e-12)
   assert out["iwae_mc_stderr"] == pytest.approx(np.sqrt(np.sum(se**2)) / NUM_EXAMPLES, rel=1e-12)
+  # The effective sample size 1 / Σ w̃², from the log weights redone in NumPy.
+  log_w = _log_weights(variables, x, _documented_eps(key, np.arange(NUM_EXAMPLES), 8))
+  ess = np.exp(2 * special.logsumexp(log_w, axis=1) - special.logsumexp(2 * log_w, axis=1))
+  assert 1 < out["iwae_median_ess"] < 8
+  assert out["iwae_median_ess"] == pytest.approx(np.median(ess), rel=1e-4)
   with pytest.raises(ValueError, match="positive"):
     inference.iwae(model, variables, pz, data, key, num_samples=0)
 
