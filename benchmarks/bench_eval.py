@@ -67,12 +67,19 @@ def main(argv):
   if FLAGS.train_steps:
     train_step = train.make_train_step(model=model, prior_name="isotropic", latent_dim=10, prior_hp={},
                                        optimizer=optimizer)
-    batch = pipeline.make_batch_fn(64, mesh=mesh)
-    step = jax.jit(lambda s, x, k: train_step(s, x, k, beta=1.0, alpha=0.0))
+    sharding = parallel.batch_sharded(mesh)
+
+    @jax.jit
+    def step(state, data):
+      x = pipeline.get_batch(data, 0, state.step, batch_size=64, sharding=sharding)
+      return train_step(state, x, train.step_key(steps_key, state.step), beta=1.0, alpha=0.0)
+
     state = parallel.replicate(state, mesh)
     t = time.perf_counter()
-    for i in range(FLAGS.train_steps):
-      state, m = step(state, batch(data, 0, i), train.step_key(steps_key, i))
+    for _ in range(FLAGS.train_steps):
+      # One step at a time: with hundreds of data-parallel steps queued on a loaded machine, XLA:CPU's
+      # all-reduce rendezvous timed out (40 s) and aborted the process, twice.
+      state, m = jax.block_until_ready(step(state, data))
     report["training"] = {"steps": FLAGS.train_steps, "seconds": round(time.perf_counter() - t, 1),
                           "last_elbo": float(m["elbo"])}
   variables = parallel.replicate(train.model_variables(state.params["model"], state.batch_stats), mesh)

@@ -164,8 +164,11 @@ def iwae_log_sums(variables, x_BxX: jax.Array, qz_x: distrax.Distribution, z_CxB
   References:
     Burda et al. (2016), "Importance Weighted Autoencoders"; docs/science.md §3.
   """
-  px_z, _ = model.decode(variables, z_CxBxD, train=False)
-  log_w_CxB = pz.log_prob(z_CxBxD) + px_z.log_prob(x_BxX) - qz_x.log_prob(z_CxBxD)
+  # The decoder sees the latents example-major ([B, C] flattened), so that when the batch is split over
+  # devices each device decodes its own examples' samples and no latents move between devices.
+  px_z, _ = model.decode(variables, jnp.swapaxes(z_CxBxD, 0, 1), train=False)
+  log_px_z_CxB = px_z.log_prob(x_BxX[:, None]).T
+  log_w_CxB = pz.log_prob(z_CxBxD) + log_px_z_CxB - qz_x.log_prob(z_CxBxD)
   return jax.nn.logsumexp(log_w_CxB, axis=0), jax.nn.logsumexp(2.0 * log_w_CxB, axis=0)
 
 
