@@ -39,8 +39,8 @@ _METRICS = ("factor_vae_score", "beta_vae_score", "mig", "dci", "sap", "modulari
 def _timed(fn):
   start, start_cpu = time.perf_counter(), time.process_time()
   result = fn()
-  return {"seconds": round(time.perf_counter() - start, 2), "cpu_seconds": round(time.process_time() - start_cpu, 2),
-          **({} if result is None else result)}
+  return {"seconds": round(time.perf_counter() - start, 2),
+          "cpu_seconds": round(time.process_time() - start_cpu, 2), **({} if result is None else result)}
 
 
 def main(argv):
