@@ -215,9 +215,10 @@ def iwae_bound(variables, x_BxX: jax.Array, key: jax.Array, *, model, pz: distra
 
   The K samples are processed `chunk_size` at a time: each chunk is one decoder call on chunk_size × B
   latents (`iwae_log_sums`), chunks run under `lax.map` and combine by log-sum-exp, so memory grows with
-  chunk_size × B, not K. Sample k uses key `jax.random.split(key, K)[k]` for the whole batch, so the result
-  does not depend on `chunk_size`. For whole data sets,
-  `decompvae.inference.iwae` dispatches the chunks as separate calls with one key per example.
+  chunk_size × B, not K (forward convolutions in a `lax.map` body run as fast on XLA:CPU as unrolled chunks or
+  separate calls; BUILD_NOTES.md, "Evaluation speed"). Sample k uses key `jax.random.split(key, K)[k]` for the
+  whole batch, so the result does not depend on `chunk_size`. For whole data sets, `decompvae.inference.iwae`
+  dispatches the chunks as separate calls with one key per example.
 
   Args:
     variables: the model's variables.

@@ -148,3 +148,29 @@ def test_elbo_terms_match_numpy_with_the_documented_sample(toy):
   assert out["kl"] == pytest.approx(kl.mean(), rel=1e-5)
   assert out["elbo"] == pytest.approx(np.mean(lpx_z - kl), rel=1e-5)
   assert out["elbo_stderr"] == pytest.approx(np.std(lpx_z - kl, ddof=1) / 8, rel=1e-4)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="bitwise batch independence is checked on XLA:CPU")
+def test_metrics_on_a_code_table_of_all_means_equal_the_representation_fn_path():
+  # A small full-factorial dSprites grid: the suite on a CodeTable of `encode_means` is the suite through the
+  # encoder as representation_fn on rendered images, to the last bit (the encoder is batch-independent).
+  from decompvae import make_model, metrics  # pylint: disable=g-import-not-at-top
+  import decompvae.data as data_lib  # pylint: disable=g-import-not-at-top
+  strides = (1, 2, 8, 8, 8)
+  sizes = tuple(s // k for s, k in zip(data_lib.FACTOR_SIZES, strides))
+  classes = np.stack(np.unravel_index(np.arange(np.prod(sizes)), sizes), 1)
+  tables = tuple(t[::k] for t, k in zip(data_lib.factor_value_tables(), strides))
+  gt = data_lib.DSprites(data_lib.render_dsprites(classes * np.asarray(strides)), factor_sizes=sizes,
+                         value_tables=tables)
+  model = make_model("dsprites", 4)
+  variables = jax.jit(model.init)(jax.random.key(0), gt.images([0]))  # eager init takes a minute on 2 cores
+  table = metrics.CodeTable(inference.encode_means(model, variables, pipeline.to_device(gt), batch_size=384),
+                            gt.factor_classes, sizes)
+  encoder = jax.jit(lambda x: model.encode(variables, x)[0].mean())
+  representation_fn = lambda x: np.asarray(encoder(x))  # noqa: E731
+  # Sizes chosen so that every call of the representation has 640 images: one compilation.
+  for score in (lambda d, r: metrics.factor_vae_score(d, r, num_train=10, num_eval=10, num_variance_estimate=640,
+                                                    prune_threshold=0.0),
+                lambda d, r: metrics.beta_vae_score(d, r, num_train=5, num_eval=5),
+                lambda d, r: metrics.mig(d, r, num_train=640)):
+    assert score(table, None) == score(gt, representation_fn)
