@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all run bench
+.PHONY: install test test-all test-simd run bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q -m ""
+
+# The DCI classifier's exactness tests at every SIMD level numpy dispatches to on this CPU.
+test-simd: install
+	tests/simd_levels.sh $(BIN)/python
 
 run: install
 	$(BIN)/python -m experiments.dsprites --prior=anisotropic $(ARGS)

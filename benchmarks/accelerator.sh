@@ -51,7 +51,7 @@ echo "rc=$?"; cat "$OUT/train_speed.json"
 
 if [[ "$SMOKE" != 1 ]]; then
   echo "== render the full dSprites set into the cache"
-  python3 -c "import time; t = time.time(); from decompvae.data import dsprites; d = dsprites.render_cached(); \
+  python3 -c "import time; t = time.time(); from decompvae.data import dsprites; d = dsprites.load_dsprites('render', cache_dir='~/.cache/decompvae'); \
 print(d.packed.shape[0], 'images ready in', round(time.time() - t, 1), 's')" >"$OUT/render.log" 2>&1
   echo "rc=$?"; tail -1 "$OUT/render.log"
 fi

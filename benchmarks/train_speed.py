@@ -4,7 +4,7 @@
   python -m benchmarks.train_speed --only=dsprites,mmd --steps=30
   python -m benchmarks.train_speed --only=dsprites --cpu_devices=1     # one XLA:CPU device
 
-Each case runs the real experiment code (`experiments.loop.member_steps` on device-resident data), times
+Each case runs the real experiment code (`experiments.runner.steps` on device-resident data), times
 `--steps` steps after a warm-up call (compilation excluded) and reports the median of `--repeats`.
 On CPU the host is split into `--cpu_devices` devices (default: one per core, as the experiments do).
 The data are the coarse rendered dSprites grid (batch speed does not depend on the dataset's size) and
@@ -20,13 +20,13 @@ import time
 
 from absl import app, flags
 
-flags.DEFINE_list("only", [], "Cases to run: dsprites, fused, mmd, fashion_mnist, sweep, data (default all).")
+flags.DEFINE_list("only", [], "Cases to run: dsprites, fused, mmd, fashion_mnist, fashion_mnist_no_mmd, sweep "
+                  "(default all). The input pipeline has its own benchmark: benchmarks.bench_data.")
 flags.DEFINE_integer("steps", 40, "Timed steps per repeat.")
 flags.DEFINE_integer("repeats", 3, "Repeats; the median is reported.")
 flags.DEFINE_integer("fuse", 10, "Steps per call of the fused loop and the sweep.")
 flags.DEFINE_integer("sweep_members", 8, "Members of the sweep case.")
 flags.DEFINE_integer("cpu_devices", 0, "XLA devices the CPU is split into (0: one per core, as the experiments).")
-flags.DEFINE_bool("vectorise_sweep", None, "Sweep: vmap the members in one program (default: on GPU/TPU, not on CPU).")
 FLAGS = flags.FLAGS
 
 
@@ -52,25 +52,27 @@ def _time(fn, steps_per_call: int, calls: int, repeats: int) -> float:
   return statistics.median(times)
 
 
-def _setup(experiment, prior, batch_size, make_mesh=None, **overrides):
-  from experiments import configs, loop, tasks  # pylint: disable=g-import-not-at-top
-  c = configs.get_config(experiment, prior, smoke=True)
+def _setup(experiment, prior, batch_size, mesh_fn=None, **overrides):
+  from experiments import dsprites, fashion_mnist  # pylint: disable=g-import-not-at-top
+  from experiments.runner import config as config_lib, devices, run as run_lib, training  # pylint: disable=g-import-not-at-top
+  task = {"dsprites": dsprites.TASK, "fashion_mnist": fashion_mnist.TASK}[experiment]
+  c = config_lib.make_config(task, prior, smoke=True)
   c.optim.batch_size = batch_size
   c.data.max_examples = 0 if experiment == "fashion_mnist" else c.data.max_examples
   c.update_from_flattened_dict(overrides)
-  mesh = (make_mesh or loop.make_mesh)(c)
-  data = tasks.load_data(c, mesh)
-  run = loop.make_run(c, data)
-  state = loop.init_state(run, data)
-  return c, mesh, data, run, state
+  mesh = (mesh_fn or devices.make_mesh)(c)
+  data = training.load_data(task, c, mesh)
+  run = run_lib.make_run(task, c, data)
+  return c, mesh, data, run, run_lib.init_state(run, data)
 
 
 def _run_case(experiment, prior, batch_size, steps_per_call, **overrides) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from experiments import loop  # pylint: disable=g-import-not-at-top
+  from decompvae import parallel  # pylint: disable=g-import-not-at-top
+  from experiments.runner import steps  # pylint: disable=g-import-not-at-top
   c, mesh, data, run, state = _setup(experiment, prior, batch_size, **overrides)
-  fn = loop.make_step_fn(run, data, mesh, steps_per_call)
-  holder = [state]
+  fn = steps.run_steps(run, data, mesh, steps_per_call)
+  holder = [parallel.replicate(state, mesh)]
 
   def call():
     holder[0], metrics = fn(holder[0], data.train)
@@ -97,19 +99,20 @@ def _mmd_case(batch_size=500, latent_dim=50) -> dict:
 
 
 def _sweep_case(members: int) -> dict:
+  """The vectorised sweep (the GPU/TPU program): `members` members of batch 64 in one vmapped program."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from experiments import sweep  # pylint: disable=g-import-not-at-top
+  from decompvae import parallel  # pylint: disable=g-import-not-at-top
+  from experiments.runner import devices, steps  # pylint: disable=g-import-not-at-top
   _, mesh, data, run, state = _setup("dsprites", "anisotropic", 64,
-                                     make_mesh=lambda c: sweep.sweep_mesh(c, members, vectorise=FLAGS.vectorise_sweep))
-  states = jax.device_put(jax.tree.map(lambda x: jnp.stack([x] * members), state), sweep.states_sharding(mesh))
-  seeds = jnp.arange(members, dtype=jnp.uint32)
-  hp = {"beta": jnp.linspace(1.0, 8.0, members)}
-  fn = sweep.make_sweep_step_fn(run, data, mesh, FLAGS.fuse)
+                                     mesh_fn=lambda c: devices.member_mesh(members))
+  states = jax.device_put(jax.tree.map(lambda x: jnp.stack([x] * members), state), parallel.member_sharded(mesh))
+  fn = steps.sweep_steps(run, data, mesh, FLAGS.fuse, jnp.arange(members, dtype=jnp.uint32),
+                         {"beta": jnp.linspace(1.0, 8.0, members)})
   holder = [states]
 
   def call():
-    holder[0], metrics = fn(holder[0], data.train, seeds, hp)
+    holder[0], metrics = fn(holder[0], data.train)
     return metrics
 
   sec = _time(call, FLAGS.fuse, max(1, FLAGS.steps // FLAGS.fuse), FLAGS.repeats)
@@ -117,22 +120,11 @@ def _sweep_case(members: int) -> dict:
           "ms_per_sweep_step": 1e3 * sec, "images_per_s_all_members": members * 64 / sec}
 
 
-def _data_case() -> dict:
-  from decompvae.data import pipeline  # pylint: disable=g-import-not-at-top
-  from experiments import tasks  # pylint: disable=g-import-not-at-top
-  out = {}
-  t = time.perf_counter()
-  gt = tasks._coarse_dsprites()  # pylint: disable=protected-access
-  out["render_coarse_11520_s"] = time.perf_counter() - t
-  out.update(pipeline.benchmark(pipeline.to_device(gt), batch_size=64))
-  return out
-
-
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  from decompvae import parallel  # pylint: disable=g-import-not-at-top
-  parallel.use_cpu_cores(FLAGS.cpu_devices)
+  from experiments.runner import devices  # pylint: disable=g-import-not-at-top
+  devices.use_cpu_cores(FLAGS.cpu_devices)
   cases = {
       "dsprites": lambda: _run_case("dsprites", "anisotropic", 64, 1),
       "fused": lambda: _run_case("dsprites", "anisotropic", 64, FLAGS.fuse),
@@ -140,7 +132,6 @@ def main(argv):
       "fashion_mnist": lambda: _run_case("fashion_mnist", "sparse", 500, 1),
       "fashion_mnist_no_mmd": lambda: _run_case("fashion_mnist", "sparse", 500, 1, **{"objective.alpha": 0.0}),
       "sweep": lambda: _sweep_case(FLAGS.sweep_members),
-      "data": _data_case,
   }
   chosen = FLAGS.only or list(cases)
   result = {"devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),

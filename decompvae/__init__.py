@@ -17,6 +17,7 @@ from decompvae.priors import pca_logits
 from decompvae.train import TrainState
 from decompvae.train import make_fused_steps
 from decompvae.train import make_optimizer
+from decompvae.train import scale_by_amsgrad_torch
 from decompvae.train import make_train_step
 from decompvae.vae import MODELS
 from decompvae.vae import make_model

@@ -7,7 +7,7 @@ import numpy as np
 
 DIVERGENCES = ("mmd_dim", "mmd_full", "kl_inclusive")
 
-# Scales s of the inverse-multiquadric kernels k_s(a, b) = C / (C + ‖a - b‖²), C = 2s (SPEC §3).
+# Scales s of the inverse-multiquadric kernels k_s(a, b) = C / (C + ‖a - b‖²), C = 2s (docs/science.md §3).
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -34,7 +34,7 @@ def kl_qp(qz_x: distrax.Distribution, pz: distrax.Distribution, z=None, *, analy
     ValueError: the Monte-Carlo estimate is needed and `z` is None.
 
   References:
-    Mathieu et al. (2019), "Disentangling Disentanglement in Variational Autoencoders", ICML (SPEC §3).
+    Mathieu et al. (2019), "Disentangling Disentanglement in Variational Autoencoders", ICML (docs/science.md §3).
   """
   if analytic and isinstance(qz_x, distrax.MultivariateNormalDiag) and isinstance(pz, distrax.MultivariateNormalDiag):
     return qz_x.kl_divergence(pz)
@@ -139,7 +139,7 @@ def mmd_dim(zq_BxD: jax.Array, zp_BxD: jax.Array) -> jax.Array:
     ValueError: the inputs are not two [B, D] arrays of the same shape with B >= 2.
 
   References:
-    Mathieu et al. (2019), the sparsity experiments (SPEC §3, §5); Gretton et al. (2012), "A Kernel
+    Mathieu et al. (2019), the sparsity experiments (docs/science.md §3, §5); Gretton et al. (2012), "A Kernel
     Two-Sample Test" (the unbiased MMD estimate).
   """
   _check_samples(zq_BxD, zp_BxD)
@@ -166,7 +166,7 @@ def mmd_full(zq_BxD: jax.Array, zp_BxD: jax.Array) -> jax.Array:
     ValueError: the inputs are not two [B, D] arrays of the same shape with B >= 2.
 
   References:
-    Mathieu et al. (2019) (SPEC §3); Gretton et al. (2012), "A Kernel Two-Sample Test"; Tolstikhin et al.
+    Mathieu et al. (2019) (docs/science.md §3); Gretton et al. (2012), "A Kernel Two-Sample Test"; Tolstikhin et al.
     (2018), "Wasserstein Auto-Encoders" (IMQ kernels).
   """
   _check_samples(zq_BxD, zp_BxD)
@@ -202,7 +202,7 @@ def kl_inclusive(qz_x: distrax.Distribution, pz: distrax.Distribution, key: jax.
     Scalar estimate.
 
   References:
-    Mathieu et al. (2019), the clustering experiments (SPEC §3, §5).
+    Mathieu et al. (2019), the clustering experiments (docs/science.md §3, §5).
   """
   batch = qz_x.batch_shape[0]
   z_BxD = pz.sample(seed=key, sample_shape=(batch,))

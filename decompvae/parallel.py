@@ -7,7 +7,6 @@ with the number of devices; XLA inserts the collectives. See BUILD_NOTES.md ("Da
 """
 
 from collections.abc import Sequence
-import os
 
 import jax
 import numpy as np
@@ -15,21 +14,6 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 MEMBER_AXIS = "members"
-
-
-def use_cpu_cores(num_devices: int = 0) -> int:
-  """Presents the host CPU as `num_devices` XLA devices; returns the number.
-
-  0 means the JAX_NUM_CPU_DEVICES environment variable if set, else one per available core (at most 8).
-
-  One XLA:CPU device runs one operation at a time and leaves cores idle with networks as small as the
-  paper's; data parallelism over one device per core trained dSprites ~1.4x faster on 2 cores
-  (BUILD_NOTES.md, "Speed"). Affects only the CPU platform (GPU/TPU devices are unchanged). JAX raises
-  a RuntimeError if its backends are already initialised: call this right after `import jax`.
-  """
-  n = num_devices or int(os.environ.get("JAX_NUM_CPU_DEVICES", 0)) or min(8, len(os.sched_getaffinity(0)))
-  jax.config.update("jax_num_cpu_devices", n)
-  return n
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = DATA_AXIS) -> Mesh:
@@ -76,6 +60,42 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, replicated(mesh))
 
 
-def shard_host_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
-  """Assembles a global batch from each process's local share (the host-streaming path)."""
-  return jax.make_array_from_process_local_data(batch_sharded(mesh), local_batch)
+def shard_host_batch(local_batch: np.ndarray, mesh: Mesh, batch_size: int | None = None) -> jax.Array:
+  """Assembles a global batch from each process's local share (the host-streaming path).
+
+  `batch_size`, the global batch size, is inferred from the local share when not given.
+  """
+  global_shape = None if batch_size is None else (batch_size, *local_batch.shape[1:])
+  return jax.make_array_from_process_local_data(batch_sharded(mesh), local_batch, global_shape)
+
+
+def place(tree, mesh: Mesh | None = None):
+  """`replicate(tree, mesh)`, or onto the default device when there is no mesh."""
+  return jax.device_put(tree) if mesh is None else replicate(tree, mesh)
+
+
+def constrain(x, sharding: NamedSharding | None):
+  """Inside jit, lays `x` out as `sharding` (None: as XLA chooses).
+
+  A mesh whose axes are all `Explicit` needs `jax.reshard`; an `Auto` mesh takes a sharding constraint.
+  """
+  if sharding is None:
+    return x
+  if sharding.mesh.are_all_axes_explicit:
+    return jax.reshard(x, sharding)
+  return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def process_batch_rows(batch_size: int, mesh: Mesh) -> slice:
+  """The rows of a global batch sharded `batch_sharded(mesh)` that this process's devices hold.
+
+  Raises ValueError unless they are contiguous (true when the mesh orders its devices by process, as
+  `make_mesh` does), which `shard_host_batch` needs.
+  """
+  index_map = batch_sharded(mesh).addressable_devices_indices_map((batch_size,))
+  starts = sorted({index[0].start or 0 for index in index_map.values()})
+  shard = batch_size // mesh.shape[DATA_AXIS]
+  lo, hi = starts[0], starts[-1] + shard
+  if hi - lo != len(starts) * shard:
+    raise ValueError("this process's devices must hold a contiguous part of the batch (mesh order by process)")
+  return slice(lo, hi)

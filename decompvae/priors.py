@@ -1,4 +1,4 @@
-"""Priors p(z) of the paper (SPEC §3) as distrax distributions with event shape (D,), built by name.
+"""Priors p(z) of the paper (docs/science.md §3) as distrax distributions with event shape (D,), built by name.
 
 Every prior is built by `make_prior(name, latent_dim, **hp)` from plain arrays, so it can be built inside a
 jitted, differentiated function: gradients reach every array hyperparameter. Values are validated only when
@@ -38,7 +38,7 @@ _DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "mixture": {"means": None, "variance": 0.03},
 }
 
-# The pinwheel experiment's four cluster centres (SPEC §3), [K=4, D=2].
+# The pinwheel experiment's four cluster centres (docs/science.md §3), [K=4, D=2].
 _PINWHEEL_MEANS = ((0.0, -1.0), (0.0, 1.0), (1.0, 0.0), (-1.0, 0.0))
 
 
@@ -69,7 +69,7 @@ def make_prior(name: str, latent_dim: int, **hp) -> distrax.Distribution:
 
   References:
     Mathieu et al., "Disentangling Disentanglement in Variational Autoencoders", ICML 2019 (arXiv
-    1812.02833), the priors of its experiments; SPEC §3.
+    1812.02833), the priors of its experiments; docs/science.md §3.
   """
   hp = _resolve(name, latent_dim, hp)
   return _BUILDERS[name](latent_dim, **hp)
@@ -92,7 +92,7 @@ def init_prior_params(name: str, latent_dim: int, **hp) -> dict[str, jax.Array]:
     A dict of float32 arrays (empty for priors without learnable parameters).
 
   References:
-    Mathieu et al., ICML 2019 (arXiv 1812.02833), the learned anisotropic prior; SPEC §3.
+    Mathieu et al., ICML 2019 (arXiv 1812.02833), the learned anisotropic prior; docs/science.md §3.
   """
   make_prior(name, latent_dim, **hp)  # Validates name and hyperparameters.
   if name != "anisotropic":
@@ -111,8 +111,9 @@ def pca_logits(data_NxP: np.ndarray, latent_dim: int) -> np.ndarray:
 
   Used as the anisotropic prior's "pca" initialisation (σ² = scale · D · softmax(logits)). Unlike the
   authors' unused helper (uncentred data, ascending singular values), the data are centred and the largest
-  eigenvalues come first (SPEC §3, PCA note). The covariance is accumulated in float64 chunks, so uint8
-  images need no float copy, but its cost is N·P²: a random subset of a large data set is enough.
+  eigenvalues come first (docs/science.md §3, PCA note). The covariance is accumulated in float64 chunks, so uint8
+  images need no float copy, but its cost is N·P² (N²·P through the Gram matrix when N < P): a random
+  subset of a large data set is enough.
 
   Args:
     data_NxP: N data points; trailing axes are flattened to P features (e.g. [N, 64, 64, 1] images).
@@ -125,7 +126,7 @@ def pca_logits(data_NxP: np.ndarray, latent_dim: int) -> np.ndarray:
     ValueError: if N < 2, D > P, or the centred data have rank < D (a zero top-D eigenvalue).
 
   References:
-    Mathieu et al., ICML 2019 (arXiv 1812.02833), the anisotropic prior's PCA initialisation; SPEC §3.
+    Mathieu et al., ICML 2019 (arXiv 1812.02833), the anisotropic prior's PCA initialisation; docs/science.md §3.
   """
   data_NxP = np.asarray(data_NxP)
   data_NxP = data_NxP.reshape(len(data_NxP), -1)
@@ -135,11 +136,15 @@ def pca_logits(data_NxP: np.ndarray, latent_dim: int) -> np.ndarray:
   if not 1 <= latent_dim <= p:
     raise ValueError(f"latent_dim must be in [1, {p}] (the number of features), got {latent_dim}")
   mean_P = data_NxP.mean(axis=0, dtype=np.float64)
-  scatter_PxP = np.zeros((p, p))
-  for start in range(0, n, 4096):
-    chunk = data_NxP[start:start + 4096].astype(np.float64) - mean_P
-    scatter_PxP += chunk.T @ chunk
-  eigvals = np.linalg.eigvalsh(scatter_PxP / (n - 1))[::-1]  # Descending.
+  if n < p:   # the non-zero eigenvalues of XᵀX are those of the smaller Gram matrix XXᵀ
+    centred_NxP = data_NxP.astype(np.float64) - mean_P
+    scatter = centred_NxP @ centred_NxP.T
+  else:
+    scatter = np.zeros((p, p))
+    for start in range(0, n, 4096):
+      chunk = data_NxP[start:start + 4096].astype(np.float64) - mean_P
+      scatter += chunk.T @ chunk
+  eigvals = np.linalg.eigvalsh(scatter / (n - 1))[::-1]  # Descending.
   top = eigvals[:latent_dim]
   if top[-1] <= eigvals[0] * p * np.finfo(np.float64).eps:
     raise ValueError(f"the centred data have rank < latent_dim={latent_dim}; eigenvalues: {top}")

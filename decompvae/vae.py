@@ -1,4 +1,4 @@
-"""VAE models: `encode -> q(z|x)` and `decode -> p(x|z)` as distrax distributions around the networks of SPEC §4."""
+"""VAE models: `encode -> q(z|x)` and `decode -> p(x|z)` as distrax distributions around the networks of docs/science.md §4."""
 
 import dataclasses
 from typing import Any
@@ -34,7 +34,7 @@ class VAE:
     likelihood: one of LIKELIHOODS; the decoder returns the logits, the Laplace location, or (mean, std).
     encoder: module x_BxX -> (loc, scale) of q(z|x), each [B, D].
     decoder: module z_NxD -> the likelihood's parameters, [N, *data_shape] each.
-    laplace_scale: the fixed Laplace scale (SPEC §3: 0.1).
+    laplace_scale: the fixed Laplace scale (docs/science.md §3: 0.1).
   """
   name: str
   latent_dim: int
@@ -106,7 +106,7 @@ class VAE:
 
 
 def make_model(name: str, latent_dim: int, **kw) -> VAE:
-  """The VAE of SPEC §3–4 for `name` in MODELS with `latent_dim` latent dimensions.
+  """The VAE of docs/science.md §3–4 for `name` in MODELS with `latent_dim` latent dimensions.
 
   dsprites: conv encoder/decoder, Bernoulli likelihood, data (64, 64, 1).
   fashion_mnist: DCGAN encoder/decoder with BatchNorm, Laplace(·, 0.1) likelihood, data (32, 32, 1);

@@ -1,4 +1,4 @@
-"""Independence (disentanglement) on dSprites: SPEC §5, the paper's Figure 3 and Table 1.
+"""Independence (disentanglement) on dSprites: the paper's Figure 3 and Table 1 (docs/science.md §5).
 
   python -m experiments.dsprites --prior=isotropic                      # N(0, I), β = 1
   python -m experiments.dsprites --prior=anisotropic                    # fixed variances from PCA
@@ -6,11 +6,113 @@
   python -m experiments.dsprites --prior=student_t --df=9               # Student-t, ν = 9
   python -m experiments.dsprites --prior=anisotropic --sweep.beta=1,2,4,8 --sweep.seeds=3   # the β sweep
 
-Data: the real dsprites .npz with --data_source=npz --data_path=FILE, TFDS with --data_source=tfds
---data_dir=DIR, otherwise rendered offline and cached. Re-running a command resumes its --workdir.
+Data: the real file with --data_source=npz --data_path=dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz,
+TFDS `dsprites` with --data_source=tfds --data_dir=DIR, otherwise rendered offline and cached in
+~/.cache/decompvae (--config.data.cache_dir). Re-running a command resumes its --workdir.
 """
 
-from experiments import main
+import numpy as np
+from absl import logging
+
+from decompvae import data as data_lib
+from decompvae import metrics
+from decompvae.data import pipeline
+from experiments.runner import cli
+from experiments.runner import figures
+from experiments.runner import task as task_lib
+
+# The smoke preset's coarse grid: every shape and scale, a subset of the rest (3·6·10·8·8 = 11,520 images).
+_COARSE_STRIDES = (1, 1, 4, 4, 4)
+# disentanglement_lib's suite: the name of each metric's family in the summary, and its function.
+STANDARD_METRICS = {"factor_vae": metrics.factor_vae_score, "beta_vae": metrics.beta_vae_score,
+                    "mig": metrics.mig, "dci": metrics.dci, "sap": metrics.sap,
+                    "modularity": metrics.modularity_explicitness}
+
+
+def preset(c) -> None:
+  c.model.latent_dim = 10
+  c.data.heldout_fraction = 0.0       # 0: train and evaluate on every image (the authors); else held out
+  c.eval.paper_votes = 20_000         # the paper's disentanglement score: M votes ...
+  c.eval.paper_points = 1000          # ... of L points each
+  c.eval.standard_metrics = True      # disentanglement_lib's FactorVAE, BetaVAE, MIG, DCI, SAP, modularity
+
+
+def smoke(c) -> None:
+  c.data.source = "coarse"
+  c.data.max_examples = 2048
+  c.prior.pca_examples = 512
+  c.eval.paper_votes = 200
+  c.eval.paper_points = 50
+  c.eval.standard_metrics = False
+
+
+def coarse_grid() -> data_lib.DSprites:
+  """A small full-factorial dSprites (11,520 images), rendered in about a second: the smoke preset's data."""
+  sizes = tuple(s // k for s, k in zip(data_lib.FACTOR_SIZES, _COARSE_STRIDES))
+  grid = np.stack(np.unravel_index(np.arange(np.prod(sizes)), sizes), 1) * np.asarray(_COARSE_STRIDES)
+  tables = tuple(t[::k] for t, k in zip(data_lib.factor_value_tables(), _COARSE_STRIDES))
+  logging.info("dSprites source: rendered coarse grid %s (smoke preset)", sizes)
+  return data_lib.DSprites(data_lib.render_dsprites(grid), factor_sizes=sizes, value_tables=tables,
+                           source="render-coarse")
+
+
+def load_data(c, mesh) -> task_lib.TaskData:
+  if c.data.source == "coarse":
+    gt = coarse_grid()
+  else:
+    try:
+      gt = data_lib.load_dsprites(c.data.source, path=c.data.path or None, data_dir=c.data.data_dir or None,
+                                  cache_dir=c.data.cache_dir or None, download=c.data.download)
+    except data_lib.DataError as e:
+      raise data_lib.DataError(f"{e}\n(flags: --data_source=npz --data_path=FILE for the real file, "
+                               "--data_source=tfds --data_dir=DIR for TFDS, --data_source=render offline)") from e
+  n = gt.num_examples
+  if c.data.heldout_fraction:
+    train_idx, eval_idx = pipeline.holdout_split(n, c.data.heldout_fraction, seed=c.data.seed)
+  else:
+    train_idx, eval_idx = np.arange(n), None   # the authors train and evaluate on every image
+  if c.data.max_examples and c.data.max_examples < len(train_idx):
+    train_idx = train_idx[np.linspace(0, len(train_idx) - 1, c.data.max_examples).round().astype(np.int64)]
+  train = pipeline.to_device(gt, indices=None if len(train_idx) == n else train_idx, mesh=mesh)
+  evaluation = pipeline.to_device(gt, indices=eval_idx, mesh=mesh) if eval_idx is not None else train
+  # The PCA subset does not depend on the run's seed: the prior's variances are a property of the data.
+  pca_idx = np.sort(np.random.default_rng(0).choice(train_idx, min(c.prior.pca_examples, len(train_idx)),
+                                                    replace=False))
+  return task_lib.TaskData(train, evaluation, c.optim.batch_size, gt.images(train_idx[:1]), ground_truth=gt,
+                           pca_source=gt.images(pca_idx).reshape(len(pca_idx), -1))
+
+
+def compute_metrics(ev) -> dict:
+  """The paper's score on every evaluation point, and disentanglement_lib's suite (seed 0, its defaults).
+
+  When the evaluation set is the whole factor grid, the suite samples from a `CodeTable` of the codes
+  already computed (dSprites is noiseless and the representation deterministic, so this equals encoding
+  the sampled images again); on a held-out split it encodes the sampled images.
+  """
+  c, gt, indices = ev.run.config, ev.data.ground_truth, ev.data.eval.indices
+  factors = gt.factor_classes if indices is None else gt.factor_classes[np.asarray(indices)]
+  transform = None
+  if c.prior.name == "student_t":
+    transform = lambda z: metrics.student_t_to_gaussian(z, df=c.prior.df)
+  paper = metrics.paper_disentanglement(ev.z_mean, factors, num_votes=c.eval.paper_votes,
+                                        num_points=c.eval.paper_points, transform=transform, random_state=c.seed)
+  out = {f"paper/{k}": v for k, v in paper.items()}
+  if c.eval.standard_metrics:
+    if indices is None:
+      source, representation = metrics.CodeTable(ev.z_mean, factors, gt.factor_sizes), None
+    else:
+      source, representation = gt, ev.encoder_means
+    for family, metric in STANDARD_METRICS.items():
+      out.update({f"{family}/{k}": v for k, v in metric(source, representation, random_state=0).items()})
+  return out
+
+
+TASK = task_lib.Task(
+    name="dsprites", usage=__doc__, priors=("isotropic", "anisotropic", "student_t"),
+    data_sources=("auto", "render", "coarse", "npz", "tfds"), preset=preset, smoke=smoke, load_data=load_data,
+    metrics=compute_metrics, figures=figures.image_figures,
+    shortcuts={"learn_prior": task_lib.Shortcut("prior.learnable", bool, "Learn the anisotropic prior's variances."),
+               "df": task_lib.Shortcut("prior.df", float, "Student-t degrees of freedom ν.")})
 
 if __name__ == "__main__":
-  main.run("dsprites")
+  cli.run(TASK)

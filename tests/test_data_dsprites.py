@@ -1,5 +1,6 @@
-"""Tests of the dSprites renderer, cache, real-file and TFDS loaders, and the GroundTruthData interface."""
+"""Tests of the dSprites factor grid, dataset interface, renderer, and real-file and TFDS loaders."""
 
+import hashlib
 import logging
 import math
 
@@ -7,7 +8,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from decompvae.data import DataError
 from decompvae.data import dsprites
+from decompvae.data import packing
+from decompvae.data import render
 
 SIZES = (3, 6, 40, 32, 32)
 N = 737_280
@@ -20,7 +24,7 @@ def _classes(shape, scale, orientation, pos_x, pos_y):
 
 
 def _images(classes):
-  return dsprites.unpack(dsprites.render_dsprites(classes))
+  return packing.unpack(dsprites.render_dsprites(classes))
 
 
 def _centroid(image):
@@ -74,7 +78,7 @@ def test_subset_rendering_is_order_independent_and_binary():
   classes = _classes([0, 1, 2], [0, 5], [0, 7], [0, 13, 31], [2, 30])
   packed = dsprites.render_dsprites(classes)
   assert packed.shape == (len(classes), 512) and packed.dtype == np.uint8
-  images = dsprites.unpack(packed)
+  images = packing.unpack(packed)
   assert set(np.unique(images)) == {0, 1}
   assert images.reshape(len(images), -1).sum(1).min() > 40  # every sprite is visible
   perm = np.random.default_rng(0).permutation(len(classes))[:17]
@@ -94,7 +98,7 @@ def test_centroid_tracks_position(shape):
 
 
 def test_sizes_at_scale_one():
-  """Bounding boxes at orientation 0, scale 1: square 20×20, ellipse 26×14, heart 20×17 (SPEC §7)."""
+  """Bounding boxes at orientation 0, scale 1: square 20×20, ellipse 26×14, heart 20×17 (science.md §7)."""
   images = _images(_classes([0, 1, 2], 5, 0, 15, 15))
   for image, (width, height) in zip(images, [(20, 20), (26, 14), (20, 17)]):
     rows, cols = np.nonzero(image)
@@ -140,21 +144,32 @@ def test_rotation_periods():
   theta = np.array([0.1, 0.7, 1.3, 2.9])
   n = len(theta)
 
-  def render(shape, angles):
-    return dsprites.unpack(dsprites.render_sprites(np.full(n, shape), 1.0, angles, 0.4, 0.6)).astype(int)
+  def draw(shape, angles):
+    return packing.unpack(render.render_sprites(np.full(n, shape), 1.0, angles, 0.4, 0.6)).astype(int)
 
   def differing(a, b):
     return np.abs(a - b).sum((1, 2))
 
-  square, ellipse, heart = (render(s, theta) for s in range(3))
-  assert differing(square, render(0, theta + np.pi / 2)).max() <= 2
-  assert differing(ellipse, render(1, theta + np.pi)).max() <= 2
-  assert differing(ellipse, render(1, theta + np.pi / 2)).min() > 50
-  assert differing(heart, render(2, theta + np.pi)).min() > 50
-  assert differing(heart, render(2, theta + np.pi / 2)).min() > 50
+  square, ellipse, heart = (draw(s, theta) for s in range(3))
+  assert differing(square, draw(0, theta + np.pi / 2)).max() <= 2
+  assert differing(ellipse, draw(1, theta + np.pi)).max() <= 2
+  assert differing(ellipse, draw(1, theta + np.pi / 2)).min() > 50
+  assert differing(heart, draw(2, theta + np.pi)).min() > 50
+  assert differing(heart, draw(2, theta + np.pi / 2)).min() > 50
   # Orientation classes 0 and 39 are the same rotation (both ends of linspace(0, 2π, 40)).
   ends = _images(_classes([0, 1, 2], 3, [0, 39], 10, 20))
   assert np.abs(ends[0::2].astype(int) - ends[1::2]).sum() <= 2
+
+
+def test_rendered_pixels_are_pinned():
+  """The exact bytes of a coarse sub-grid (11,520 images, every shape and scale): caches and results depend on
+  them. If the renderer is changed on purpose, bump `render.RENDER_VERSION` (the cache name) and this hash."""
+  strides = (1, 1, 4, 4, 4)
+  sizes = tuple(s // k for s, k in zip(SIZES, strides))
+  classes = np.stack(np.unravel_index(np.arange(math.prod(sizes)), sizes), 1) * np.asarray(strides)
+  digest = hashlib.sha256(dsprites.render_dsprites(classes).tobytes()).hexdigest()
+  assert render.RENDER_VERSION == 1
+  assert digest == "90034f380ea32e3af80443476aff91c5d373f22d9e8143dcb722298963d497ef"
 
 
 @pytest.mark.slow
@@ -164,52 +179,6 @@ def test_full_render_count_and_order():
   idx = np.random.default_rng(3).integers(0, N, 64)
   classes = np.stack(np.unravel_index(idx, SIZES), 1)
   np.testing.assert_array_equal(dsprites.render_dsprites(classes), packed[idx])
-
-
-# ---------------------------------------------------------------- the cache
-
-
-def test_cache_is_reused_and_a_corrupt_one_rebuilt(tmp_path, caplog):
-  calls = []
-  content = np.random.default_rng(0).integers(0, 256, (300, 512), dtype=np.uint8)
-
-  def build():
-    calls.append(1)
-    return content.copy()
-
-  path = tmp_path / "sub" / "cache.npy"
-
-  def load():
-    array, _ = dsprites._cached_array(path, build, content.shape)  # pylint: disable=protected-access
-    np.testing.assert_array_equal(array, content)
-    return len(calls)
-
-  assert load() == 1 and path.exists()
-  assert load() == 1  # reused
-  with open(path, "r+b") as f:  # flip one data byte
-    f.seek(-100, 2)
-    byte = f.read(1)
-    f.seek(-100, 2)
-    f.write(bytes([byte[0] ^ 1]))
-  with caplog.at_level(logging.WARNING):
-    assert load() == 2
-  assert "checksum" in caplog.text
-  assert load() == 2  # repaired
-  with open(path, "r+b") as f:
-    f.truncate(1000)
-  assert load() == 3
-  np.save(path, content[:10])
-  assert load() == 4
-  path.with_suffix(".json").unlink()
-  assert load() == 5
-
-
-@pytest.mark.slow
-def test_render_cached_end_to_end(tmp_path):
-  first = dsprites.load_dsprites(source="render", cache_dir=tmp_path)
-  second = dsprites.load_dsprites(cache_dir=tmp_path)
-  assert first.source == second.source == "render"
-  np.testing.assert_array_equal(first.packed, second.packed)
 
 
 # ---------------------------------------------------------------- the real file
@@ -245,42 +214,45 @@ def test_npz_loader(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("override, message", [
-    (dict(latents_values=None), "missing keys"),
+    (dict(latents_values=None), r"missing the arrays \['latents_values'\]"),
     (dict(imgs=np.zeros((72, 64, 64), np.float32)), "uint8"),
     (dict(imgs=np.zeros((72, 32, 32), np.uint8)), r"\(72, 64, 64\)"),
-    (dict(imgs=np.full((72, 64, 64), 255, np.uint8)), "0/1"),
+    (dict(imgs=np.full((72, 64, 64), 255, np.uint8)), "values up to 255"),
     (dict(latents_classes=np.zeros((72, 6), np.int64)), "row-major"),
     (dict(latents_values=np.zeros((72, 5))), r"\[72, 6\]"),
 ])
 def test_npz_loader_refuses_bad_files(tmp_path, override, message):
   path = tmp_path / "bad.npz"
   _write_npz(path, **override)
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(DataError, match=message) as error:
     dsprites.load_npz(path)
+  assert str(path) in str(error.value) and dsprites.NPZ_URL in str(error.value)
 
 
 def test_npz_missing_says_where_to_get_it(tmp_path):
-  with pytest.raises(FileNotFoundError, match="dsprites-dataset"):
+  with pytest.raises(DataError, match="dsprites-dataset") as error:
     dsprites.load_dsprites(source="npz", path=tmp_path / "nope.npz")
+  assert f"{tmp_path / 'nope.npz'} not found" in str(error.value)
 
 
 # ---------------------------------------------------------------- TFDS
 
 
 def test_tfds_not_prepared_is_an_error_with_instructions(tmp_path):
-  with pytest.raises(FileNotFoundError, match="tfds build dsprites"):
+  with pytest.raises(DataError, match="tfds build dsprites") as error:
     dsprites.load_dsprites(source="tfds", data_dir=tmp_path)
+  assert f"not prepared in {tmp_path}" in str(error.value)
 
 
 def test_auto_falls_back_to_the_renderer(tmp_path, monkeypatch):
-  monkeypatch.setattr(dsprites, "render_cached", lambda cache_dir: ("rendered", cache_dir))
+  monkeypatch.setattr(dsprites, "_rendered", lambda cache_dir: ("rendered", cache_dir))
   assert dsprites.load_dsprites(data_dir=tmp_path, cache_dir="c") == ("rendered", "c")
   assert dsprites.load_dsprites() == ("rendered", None)
 
 
 def test_tfds_under_mock_data_checks_completeness(tmp_path):
   with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
-    with pytest.raises(ValueError, match="5 examples; expected 737280"):
+    with pytest.raises(DataError, match="5 examples; expected 737280"):
       dsprites.load_dsprites(source="tfds", data_dir=tmp_path, download=True)
 
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from decompvae.data import DataError
 from decompvae.data import fashion_mnist
+from decompvae.data import idx_file
 
 
 def _write_idx(path, array, type_code, compress):
@@ -43,19 +45,19 @@ def _bilinear(image, size):
 def test_read_idx(tmp_path, compress):
   array = np.arange(2 * 3 * 4, dtype=np.int32).reshape(2, 3, 4) - 5
   _write_idx(tmp_path / "a", array, 0x0C, compress)
-  out = fashion_mnist.read_idx(tmp_path / "a")
+  out = idx_file.read_idx(tmp_path / "a")
   assert out.dtype == np.int32 and out.dtype.isnative
   np.testing.assert_array_equal(out, array)
 
 
 def test_read_idx_refuses_bad_files(tmp_path):
   (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
-  with pytest.raises(ValueError, match="not an IDX file"):
-    fashion_mnist.read_idx(tmp_path / "bad")
+  with pytest.raises(DataError, match="not an IDX file"):
+    idx_file.read_idx(tmp_path / "bad")
   _write_idx(tmp_path / "short", np.zeros((4, 5), np.uint8), 0x08, False)
   (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-3])
-  with pytest.raises(ValueError, match="header says"):
-    fashion_mnist.read_idx(tmp_path / "short")
+  with pytest.raises(DataError, match="truncated: its header says"):
+    idx_file.read_idx(tmp_path / "short")
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -72,19 +74,19 @@ def test_load_from_a_directory(tmp_path, compress):
 def test_wrong_shapes_are_refused(tmp_path):
   _write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 27, 28), np.uint8), 0x08, False)
   _write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(3, np.uint8), 0x08, False)
-  with pytest.raises(ValueError, match=r"uint8 \[N, 28, 28\]"):
+  with pytest.raises(DataError, match=r"uint8 \[N, 28, 28\]"):
     fashion_mnist.load_fashion_mnist(data_dir=tmp_path)
   _write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8), 0x08, False)
   _write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(4, np.uint8), 0x08, False)
-  with pytest.raises(ValueError, match="labels"):
+  with pytest.raises(DataError, match=r"the labels must be uint8 \[3\]"):
     fashion_mnist.load_fashion_mnist(data_dir=tmp_path)
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
-  with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist") as error:
+  with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as error:
     fashion_mnist.load_fashion_mnist(data_dir=tmp_path)
-  assert "fashion_mnist" in str(error.value) and "data_dir" in str(error.value)
-  with pytest.raises(FileNotFoundError, match="tfds build fashion_mnist"):
+  assert "fashion_mnist" in str(error.value) and "pass the directory holding the IDX files" in str(error.value)
+  with pytest.raises(DataError, match="tfds build fashion_mnist"):
     fashion_mnist.load_fashion_mnist(source="tfds", tfds_data_dir=tmp_path)
 
 

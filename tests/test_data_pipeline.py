@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 from decompvae.data import dsprites
 from decompvae.data import fashion_mnist
@@ -92,6 +93,10 @@ def test_eight_devices_give_the_same_global_batch(axis_type):
   eight = pipeline.make_batch_fn(16, mesh=mesh)(pipeline.to_device(data, mesh=mesh), 1, 5)
   assert eight.sharding.spec[0] == "data"
   assert {s.data.shape[0] for s in eight.addressable_shards} == {2}
+  resident = pipeline.to_device(data, indices=np.arange(10), mesh=mesh)
+  for array in (resident.storage, resident.indices):  # the dataset is replicated on every device
+    assert array.sharding.spec == P() and array.sharding.is_fully_replicated
+    assert len(array.addressable_shards) == 8
   np.testing.assert_array_equal(np.asarray(eight), np.asarray(one))
   with pytest.raises(ValueError, match="batch size 12 does not split evenly over 8 devices"):
     pipeline.make_batch_fn(12, mesh=mesh)

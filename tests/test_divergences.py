@@ -10,11 +10,11 @@ from tensorflow_probability.substrates import jax as tfp
 
 from decompvae import divergences
 
-SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # SPEC §3, written out independently of the module
+SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # docs/science.md §3, written out independently of the module
 
 
 def mmd_numpy(zq, zp, *, full=False):
-  """Unbiased IMQ MMD of SPEC §3 in float64, one dimension (or the full vectors) and one scale at a time."""
+  """Unbiased IMQ MMD of docs/science.md §3 in float64, one dimension (or the full vectors) and one scale at a time."""
   zq, zp = np.asarray(zq, np.float64), np.asarray(zp, np.float64)
   b = len(zq)
   blocks = [slice(None)] if full else [slice(d, d + 1) for d in range(zq.shape[1])]

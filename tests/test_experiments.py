@@ -1,229 +1,204 @@
-"""End-to-end runs of the experiment entry points on tiny settings: train, checkpoint, resume, evaluate, draw."""
+"""End to end: each experiment trains, evaluates and writes what a user reads; the command lines' behaviour."""
 
+import dataclasses
+import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
-from experiments import checkpointing
-from experiments import configs
-from experiments import loop
-from experiments import sweep
+from decompvae import metrics
+from experiments import dsprites, evaluate
+from experiments.runner import checkpointing
+from experiments.runner import evaluation
+from experiments.runner import run as run_lib
+from experiments.runner import training
+from experiments.runner.errors import RunError
+from tests import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _config(experiment="pinwheel", prior=None, steps=6, light_eval=True, **overrides):
-  c = configs.get_config(experiment, prior, smoke=True)
-  c.optim.num_steps = steps
-  if light_eval:   # tests of training mechanics skip the costly parts of evaluation
-    c.eval.iwae_samples, c.eval.figures = 0, False
-  c.update_from_flattened_dict(overrides)
-  return c
-
-
-def _params(workdir, config):
-  """The parameters of the latest checkpoint in `workdir`, restored independently of the training loop."""
-  from experiments import tasks  # pylint: disable=g-import-not-at-top
-  from decompvae import parallel  # pylint: disable=g-import-not-at-top
-  mesh = loop.make_mesh(config)
-  data = tasks.load_data(config, mesh)
-  run = loop.make_run(config, data)
-  abstract = checkpointing.abstract(parallel.replicate(loop.init_state(run, data), mesh))
-  mngr = checkpointing.manager(os.path.join(workdir, "checkpoints"))
-  step, state = checkpointing.restore_latest(mngr, abstract)
-  mngr.close()
-  return step, state
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 def _assert_png(path):
   with open(path, "rb") as f:
-    head = f.read(8)
-  assert head == PNG_MAGIC and os.path.getsize(path) > 2000, path
+    assert f.read(8) == PNG_MAGIC and os.path.getsize(path) > 2000, path
 
 
-@pytest.mark.parametrize("experiment,prior,figures", [
-    ("pinwheel", "mixture", ["aggregate_posterior.png"]),
-    ("dsprites", "anisotropic", ["reconstructions.png", "prior_samples.png", "traversals.png"]),
-    ("fashion_mnist", "sparse", ["reconstructions.png", "class_magnitudes.png"]),
-])
-def test_train_and_evaluate_end_to_end(tmp_path, experiment, prior, figures):
-  if experiment == "fashion_mnist" and not os.path.isdir("/usr/share/datasets/fashion-mnist"):
-    pytest.skip("needs Debian's dataset-fashion-mnist")
-  # Large networks run on one device here (compiling them for 8 simulated devices takes minutes on 2 cores);
-  # the pinwheel run and tests/test_train.py cover the 8-device path.
-  c = _config(experiment, prior, steps=4, light_eval=False,
-              **{"train.num_devices": 8 if experiment == "pinwheel" else 1})
-  summary = loop.train_and_evaluate(c, str(tmp_path))
+def _eval_means(workdir, c):
+  """E[z|x] of every evaluation point, from the checkpoint, independently of the runner's evaluation."""
+  task = runs.TASKS[c.experiment]
+  _, state = runs.restore(workdir, c)
+  data = training.load_data(task, c, None)
+  rows = data.eval.storage if data.eval.indices is None else data.eval.storage[data.eval.indices]
+  run = run_lib.make_run(task, c, data)
+  qz_x, _ = run.model.encode(run.variables(state), data.eval.decode(rows), train=False)
+  return np.asarray(qz_x.mean()), data
+
+
+# Small-protocol versions of disentanglement_lib's suite: the same functions, so the summary can be checked
+# against direct calls in seconds (the default sizes are measured by benchmarks/bench_eval.py).
+_SMALL_SUITE = {"factor_vae": functools.partial(metrics.factor_vae_score, num_train=200, num_eval=100,
+                                                num_variance_estimate=500),
+                "beta_vae": functools.partial(metrics.beta_vae_score, num_train=200, num_eval=100),
+                "mig": functools.partial(metrics.mig, num_train=500),
+                "dci": functools.partial(metrics.dci, num_train=300, num_test=150),
+                "sap": functools.partial(metrics.sap, num_train=300, num_test=150),
+                "modularity": functools.partial(metrics.modularity_explicitness, num_train=300, num_test=150)}
+
+
+def test_dsprites_summary_holds_every_metric_under_its_own_name(tmp_path, monkeypatch):
+  monkeypatch.setattr(dsprites, "STANDARD_METRICS", _SMALL_SUITE)
+  c = runs.config("dsprites", "anisotropic", steps=4, light_eval=False,   # the whole coarse grid: a CodeTable
+                  **{"train.num_devices": 1, "eval.standard_metrics": True, "data.max_examples": 0})
+  summary = training.train_and_evaluate(dsprites.TASK, c, str(tmp_path))
+  assert summary == json.loads((tmp_path / "summary.json").read_text())
   m = summary["metrics"]
-  assert summary["step"] == 4
-  assert np.isfinite(m["test/elbo"]) and np.isfinite(m["test/iwae"])
-  assert m["test/iwae"] >= m["test/elbo"] - 1.0      # IWAE (K=8) is a tighter bound, up to MC noise
-  if experiment == "dsprites":
-    assert 0.0 <= m["test/disentanglement"] <= 1.0
-    assert len(m["prior/variances"]) == c.model.latent_dim
-  if experiment == "fashion_mnist":
-    assert 0.0 <= m["test/hoyer_sparsity"] <= 1.0
-    assert np.shape(m["test/per_class_magnitude"]) == (10, c.model.latent_dim)
-  for name in figures:
-    _assert_png(os.path.join(tmp_path, "figures", name))
-  with open(tmp_path / "summary.json") as f:
-    assert json.load(f)["step"] == 4
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  assert any("train/loss" in r for r in rows) and any("test/elbo" in r for r in rows)
+  z_mean, data = _eval_means(tmp_path, c)
+  factors = data.ground_truth.factor_classes
+  np.testing.assert_allclose(m["test/paper/disentanglement"], metrics.paper_disentanglement(
+      z_mean, factors, num_votes=c.eval.paper_votes, num_points=c.eval.paper_points, random_state=c.seed)
+      ["disentanglement"], atol=1e-12)
+  table = metrics.CodeTable(z_mean, factors, data.ground_truth.factor_sizes)
+  for family, metric in _SMALL_SUITE.items():
+    for key, value in metric(table, None, random_state=0).items():
+      np.testing.assert_allclose(m[f"test/{family}/{key}"], value, atol=1e-6, err_msg=f"{family}/{key}")
+  assert m["test/iwae"] >= m["test/elbo"] - 1.0 and m["test/iwae_stderr"] > 0
+  assert len(m["prior/variances"]) == c.model.latent_dim
+  for name in ("reconstructions.png", "prior_samples.png", "traversals.png"):
+    _assert_png(tmp_path / "figures" / name)
+  assert runs.rows(tmp_path, "test/paper/disentanglement") == [4]
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-  full = _config(steps=6)
-  loop.train_and_evaluate(full, str(tmp_path / "full"))
-  loop.train_and_evaluate(_config(steps=3), str(tmp_path / "split"))   # "killed" after 3 steps
-  loop.train_and_evaluate(_config(steps=6), str(tmp_path / "split"))   # the same command again resumes
-  (s_full, a), (s_split, b) = _params(tmp_path / "full", full), _params(tmp_path / "split", full)
-  assert s_full == s_split == 6
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="needs Debian's dataset-fashion-mnist")
+def test_fashion_mnist_summary_holds_sparsity(tmp_path):
+  c = runs.config("fashion_mnist", "sparse", steps=2, light_eval=False, **{"train.num_devices": 1})
+  m = training.train_and_evaluate(runs.TASKS["fashion_mnist"], c, str(tmp_path))["metrics"]
+  z_mean, data = _eval_means(tmp_path, c)
+  np.testing.assert_allclose(m["test/sparsity/hoyer"], metrics.hoyer_sparsity(z_mean), rtol=1e-5)
+  np.testing.assert_allclose(m["test/sparsity/per_class_magnitude"],
+                             metrics.latent_magnitude_per_class(z_mean, data.labels), rtol=1e-5)
+  _assert_png(tmp_path / "figures" / "class_magnitudes.png")
 
 
-def test_fused_run_equals_one_step_run(tmp_path):
-  loop.train_and_evaluate(_config(steps=6), str(tmp_path / "one"))
-  loop.train_and_evaluate(_config(steps=6, **{"train.steps_per_call": 4}), str(tmp_path / "fused"))
-  (_, a), (_, b) = _params(tmp_path / "one", _config()), _params(tmp_path / "fused", _config())
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+def test_pinwheel_summary_holds_the_clusters(tmp_path):
+  c = runs.config("pinwheel", "mixture", steps=3, light_eval=False, **{"train.num_devices": 8})
+  m = training.train_and_evaluate(runs.TASKS["pinwheel"], c, str(tmp_path))["metrics"]
+  z_mean, data = _eval_means(tmp_path, c)
+  means = np.array([[0.0, -1.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+  np.testing.assert_allclose(m["test/clusters/nmi"],
+                             metrics.cluster_alignment(z_mean, data.labels, means, c.prior.variance), rtol=1e-5)
+  assert 1 <= m["test/clusters/occupied"] <= 4 and np.isclose(sum(m["test/clusters/masses"]), 1.0)
+  _assert_png(tmp_path / "figures" / "aggregate_posterior.png")
 
 
-def test_periodic_evaluation_every_n_epochs(tmp_path):
-  c = _config(steps=5, **{"eval.every_epochs": 2})            # pinwheel: one step per epoch
-  loop.train_and_evaluate(c, str(tmp_path))
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  assert [r["step"] for r in rows if "test/elbo" in r] == [2, 4, 5]   # epochs 2 and 4, then the final one
+def test_evaluation_points_are_a_random_subset_covering_the_factors():
+  idx = evaluation.eval_subset(737_280, 10_000, seed=0)
+  assert len(np.unique(idx)) == 10_000 and np.all(np.diff(idx) > 0)
+  shape, scale, orientation, _, _ = np.unravel_index(idx, (3, 6, 40, 32, 32))
+  for factor, size in ((shape, 3), (scale, 6), (orientation, 40)):
+    counts = np.bincount(factor, minlength=size)
+    assert counts.min() > 0.8 * 10_000 / size                          # every value, in proportion
+  assert not np.array_equal(idx, evaluation.eval_subset(737_280, 10_000, seed=1))
+  np.testing.assert_array_equal(evaluation.eval_subset(400, 0, seed=0), np.arange(400))
 
 
-def test_workdir_with_other_config_is_refused_then_moved_aside(tmp_path):
-  loop.train_and_evaluate(_config(steps=2), str(tmp_path))
-  with pytest.raises(loop.RunError, match=r"objective.beta: 0.0 -> 4.0"):
-    loop.train_and_evaluate(_config(steps=2, **{"objective.beta": 4.0}), str(tmp_path))
-  loop.train_and_evaluate(_config(steps=2, **{"objective.beta": 4.0}), str(tmp_path), start_over=True)
-  previous = [d for d in os.listdir(tmp_path) if d.startswith("previous-")]
-  assert len(previous) == 1
-  assert os.path.isdir(tmp_path / previous[0] / "checkpoints")       # the old run is kept, not deleted
-  with open(tmp_path / "config.json") as f:
-    assert json.load(f)["objective"]["beta"] == 4.0
+def test_a_figure_that_fails_loses_no_metric(tmp_path):
+  broken = dataclasses.replace(runs.TASKS["pinwheel"], figures=lambda ev, directory: 1 / 0)
+  summary = training.train_and_evaluate(broken, runs.config(steps=2, **{"eval.figures": True}), str(tmp_path))
+  assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
 
-def test_unreadable_workdir_config_is_refused_not_overwritten(tmp_path):
-  (tmp_path / "config.json").write_text('{"objective": {"be')         # e.g. a crash mid-write by old code
-  with pytest.raises(loop.RunError, match="config.json is not a readable config"):
-    loop.prepare_workdir(str(tmp_path), _config(), start_over=False)
-  assert (tmp_path / "config.json").read_text() == '{"objective": {"be'
-  loop.prepare_workdir(str(tmp_path), _config(), start_over=True)
-  assert json.loads((tmp_path / "config.json").read_text())["experiment"] == "pinwheel"
+def test_evaluate_a_saved_run_with_other_settings_elsewhere(tmp_path, monkeypatch):
+  c = runs.config(steps=2)
+  training.train_and_evaluate(runs.TASKS["pinwheel"], c, str(tmp_path / "run"))
+  before = (tmp_path / "run" / "summary.json").read_text()
+  monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(str(tmp_path / "run")))
+  with pytest.raises(RunError, match="cannot write to .*--output_dir"):
+    evaluate.evaluate(str(tmp_path / "run"))
+  summary = evaluate.evaluate(str(tmp_path / "run"), str(tmp_path / "out"))
+  assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary and summary["step"] == 2
+  assert (tmp_path / "run" / "summary.json").read_text() == before      # the run itself is left untouched
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
-  c = _config(steps=6, **{"train.checkpoint_every_steps": 2})
-  loop.train_and_evaluate(c, str(tmp_path))
-  latest = tmp_path / "checkpoints" / "6"
-  for root, _, files in os.walk(latest):
-    for name in files:
-      with open(os.path.join(root, name), "wb") as f:
-        f.write(b"garbage")
-  step, _ = _params(tmp_path, c)
-  assert step == 4
+# ------------------------------------------------------------------------------------------------------------
+# The command lines.
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  c = _config(steps=6, **{"optim.learning_rate": 1e30, "train.checkpoint_every_steps": 1})
-  with pytest.raises(FloatingPointError, match="step"):
-    loop.train_and_evaluate(c, str(tmp_path))
-  mngr = checkpointing.manager(str(tmp_path / "checkpoints"))
-  steps = mngr.all_steps()
-  mngr.close()
-  assert max(steps, default=0) < 6
-  if steps:
-    _, state = _params(tmp_path, c)
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
-
-
-def test_meshes_use_as_many_devices_as_split_the_work():
-  assert loop.make_mesh(_config(**{"optim.batch_size": 12})).devices.size == 6       # of 8
-  assert loop.make_mesh(_config(**{"optim.batch_size": 12, "train.num_devices": 4})).devices.size == 4
-  with pytest.raises(loop.RunError, match="does not split evenly over 5 devices"):
-    loop.train_and_evaluate(_config(**{"optim.batch_size": 12, "train.num_devices": 5}), "/nonexistent")
-  with pytest.raises(loop.RunError, match="does not split evenly over 5 devices"):
-    c = _config(**{"optim.batch_size": 12, "train.num_devices": 5})
-    sweep.train_sweep(c, sweep.members(c, _sweep(beta="1,2")), "/nonexistent", vectorise=False)
-  assert [sweep.member_mesh(s).devices.size for s in (1, 3, 4, 12, 16)] == [1, 3, 4, 6, 8]
-  assert sweep.member_mesh(4, max_devices=2).devices.size == 2
-
-
-@pytest.mark.parametrize("vectorise", [True, False])
-def test_sweep_member_equals_solo_run(tmp_path, monkeypatch, vectorise):
-  # Four members on two devices: vmapped, each device trains two of them; not vmapped, each member in turn
-  # is data-parallel over both. The vmapped sweep runs as on GPU/TPU: 2 steps per call in a lax.scan.
-  fused = {}
-  if vectorise:
-    monkeypatch.setattr(loop, "on_cpu", lambda: False)
-    fused = {"train.steps_per_call": 2}
-  # The first 2 steps run the other way: the checkpoint layout is the same, so a sweep resumes across them.
-  first = _config(steps=2, **{"train.num_devices": 2}, **fused)
-  sweep.train_sweep(first, sweep.members(first, _sweep(beta="0,1,2,3")), str(tmp_path / "sweep"),
-                    vectorise=not vectorise)
-  base = _config(steps=4, **{"train.num_devices": 2}, **fused)
-  members = sweep.members(base, _sweep(beta="0,1,2,3"))
-  assert sorted(members) == ["beta=0", "beta=1", "beta=2", "beta=3"]
-  sweep.train_sweep(base, members, str(tmp_path / "sweep"), vectorise=vectorise)
-  solo = _config(steps=4, **{"objective.beta": 1.0}, **fused)
-  loop.train_and_evaluate(solo, str(tmp_path / "solo"))
-  (_, a), (_, b) = _params(tmp_path / "sweep" / "members" / "beta=1", solo), _params(tmp_path / "solo", solo)
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
-  assert os.path.exists(tmp_path / "sweep" / "members" / "beta=1" / "summary.json")
-  rows = [json.loads(line) for line in open(tmp_path / "sweep" / "members" / "beta=1" / "metrics.jsonl")]
-  assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]       # resumed at 2, not restarted
-
-
-def test_a_sweep_workdir_refuses_other_members_and_single_runs(tmp_path):
-  c = _config(steps=2)
-  sweep.train_sweep(c, sweep.members(c, _sweep(beta="0,1")), str(tmp_path))
-  with pytest.raises(loop.RunError, match=r"sweep_members: \['beta=0', 'beta=1'\] -> \['beta=4', 'beta=8'\]"):
-    sweep.train_sweep(c, sweep.members(c, _sweep(beta="4,8")), str(tmp_path))
-  with pytest.raises(loop.RunError, match="sweep_members: .* -> '<absent>'"):
-    loop.train_and_evaluate(c, str(tmp_path))
-  loop.train_and_evaluate(c, str(tmp_path / "single"))
-  with pytest.raises(loop.RunError, match="sweep_members: '<absent>' -> "):
-    sweep.train_sweep(c, sweep.members(c, _sweep(beta="0,1")), str(tmp_path / "single"))
-  longer = _config(steps=3)
-  sweep.train_sweep(longer, sweep.members(longer, _sweep(beta="0,1")), str(tmp_path))   # the same sweep resumes
-  rows = [json.loads(line) for line in open(tmp_path / "members" / "beta=1" / "metrics.jsonl")]
-  assert [r["step"] for r in rows if "train/loss" in r] == [2, 3]
-
-
-def _sweep(**kw):
-  s = sweep.sweep_config()
-  s.update(kw)
-  return s
-
-
-def _cli(module, *args, **kw):
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+def _cli(module, *args, cwd=ROOT, **kw):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                         timeout=300, **kw)
 
 
-def test_bad_flag_values_give_usage_errors():
-  r = _cli("experiments.dsprites", "--prior=gaussian")
-  assert r.returncode != 0 and "isotropic|anisotropic|student_t" in r.stderr
-  r = _cli("experiments.fashion_mnist", "--divergence=wasserstein")
-  assert r.returncode != 0 and "mmd_dim" in r.stderr
-  r = _cli("experiments.pinwheel", "--cpu_devices=0")
-  assert r.returncode != 0 and "--cpu_devices=0: 0 is not a positive integer" in r.stderr
+@pytest.mark.parametrize("module,own", [("experiments.dsprites", ["learn_prior", "df"]),
+                                        ("experiments.fashion_mnist", ["gamma", "sigma0"]),
+                                        ("experiments.pinwheel", [])])
+def test_each_entry_point_lists_its_own_flags(module, own):
+  r = _cli(module, "--help")                                          # (absl's --help exits with status 1)
+  assert "Traceback" not in r.stderr, r.stderr
+  for flag in ["prior", "beta", "alpha", "workdir", "steps", "smoke", "config", "sweep", *own]:
+    assert re.search(rf"^  --(\[no\])?{flag}:", r.stdout, re.MULTILINE), flag
+  assert "python -m " + module in r.stdout                            # the usage: commands per figure
+  assert "--jax_" not in r.stdout
+
+
+def test_bad_input_gets_one_clear_error_and_blocks_nothing(tmp_path):
+  workdir = f"--workdir={tmp_path / 'run'}"
+  cases = [
+      (["--prior=gaussian"], "mixture|isotropic"),
+      (["--divergence=wasserstein"], "mmd_dim"),
+      (["--cpu_devices=0"], "--cpu_devices=0: 0 is not a positive integer"),
+      (["--steps=-1"], "optim.num_steps=-1: must be >= 0"),
+      (["--beta=-1", "--alpha=-1"], "objective.beta=-1.0: must be a finite number >= 0"),
+      (["--latent_dim=0"], "model.latent_dim=0: must be a positive integer"),
+      (["--config.optim.batch_sise=3"], 'Did you mean "batch_size"'),
+      (["--sweep.beta=1,x"], "--sweep.beta must be comma-separated numbers"),
+      (["--latent_dim=3"], "the default (pinwheel) means need latent_dim=2"),
+  ]
+  for args, message in cases:
+    r = _cli("experiments.pinwheel", "--smoke", workdir, *args)
+    assert r.returncode != 0, args
+    assert message in r.stderr, (args, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, (args, r.stderr[-2000:])
+  r = _cli("experiments.pinwheel", "--smoke", "--steps=2", workdir)     # the corrected command goes ahead
+  assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_damaged_data_files_get_a_clear_error(tmp_path):
+  (tmp_path / "empty.npz").write_bytes(b"")
+  (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(5000))
+  for name in ("empty.npz", "random.npz", "missing.npz"):
+    r = _cli("experiments.dsprites", "--smoke", "--data_source=npz", f"--data_path={tmp_path / name}",
+             f"--workdir={tmp_path / 'run'}")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert name in r.stderr and "--data_path" in r.stderr, r.stderr[-2000:]
+  if os.path.isdir(FASHION_DIR):
+    fashion = tmp_path / "fashion"
+    fashion.mkdir()
+    for f in os.listdir(FASHION_DIR):
+      data = open(os.path.join(FASHION_DIR, f), "rb").read()
+      (fashion / f).write_bytes(data[:len(data) // 2] if f.startswith("train-images") else data)
+    r = _cli("experiments.fashion_mnist", "--smoke", f"--data_path={fashion}", f"--workdir={tmp_path / 'f'}")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "train-images" in r.stderr and "--data_path" in r.stderr, r.stderr[-2000:]
+
+
+def test_default_workdir_console_and_log_file(tmp_path):
+  # The README's command shape, from another directory: the default workdir is relative to it.
+  r = _cli("experiments.pinwheel", "--smoke", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr[-3000:]
+  workdir = tmp_path / "workdirs" / "pinwheel-mixture-smoke"
+  assert json.loads((workdir / "summary.json").read_text())["step"] == 6
+  assert "checkpoint_manager" not in r.stderr and "step 6/6" in r.stderr      # orbax's INFO goes to the file
+  assert "checkpoint_manager" in (workdir / "log.txt").read_text()
+  assert len(r.stderr.splitlines()) < 40
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
@@ -241,3 +216,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   mngr = checkpointing.manager(str(tmp_path / "checkpoints"))
   assert mngr.latest_step() and mngr.latest_step() > 0
   mngr.close()
+
+
+def test_evaluate_command_takes_eval_overrides_only(tmp_path):
+  r = _cli("experiments.pinwheel", "--smoke", "--steps=2", f"--workdir={tmp_path}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  r = _cli("experiments.evaluate", f"--workdir={tmp_path}", "--config.eval.iwae_samples=4")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.loads((tmp_path / "summary.json").read_text())["config"]["eval"]["iwae_samples"] == 4
+  r = _cli("experiments.evaluate", f"--workdir={tmp_path}", "--config.eval.paper_votes=4")
+  assert r.returncode != 0 and "not evaluation settings of a pinwheel run" in r.stderr
+  r = _cli("experiments.evaluate", f"--workdir={tmp_path / 'nothing'}")
+  assert r.returncode != 0 and "holds no run" in r.stderr and "Traceback" not in r.stderr

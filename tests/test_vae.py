@@ -95,7 +95,7 @@ def test_model_shapes(setup):
 
 
 def test_posterior_scale_parameterisation(setup):
-  """dSprites: std = exp(½·logvar) + 1e-6; the others: softplus(·) + 1e-6 (SPEC §3), from the raw heads."""
+  """dSprites: std = exp(½·logvar) + 1e-6; the others: softplus(·) + 1e-6 (docs/science.md §3), from the raw heads."""
   name, _, _, _, out = setup
   loc_raw, scale_raw = (np.asarray(h, np.float64) for h in out["heads"])
   expected = np.exp(0.5 * scale_raw) + 1e-6 if name == "dsprites" else np.logaddexp(0, scale_raw) + 1e-6

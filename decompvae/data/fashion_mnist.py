@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import pathlib
 from typing import NamedTuple
 
@@ -11,7 +10,9 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from decompvae.data import dsprites
+from decompvae.data import idx_file
+from decompvae.data import tfds_source
+from decompvae.data.errors import DataError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")
@@ -20,44 +21,16 @@ SPLITS = {"train": "train", "test": "t10k"}  # split -> IDX file prefix
 IMAGE_SIZE = 32
 EPS = 1e-6  # pixel values are clamped to [EPS, 1 - EPS]
 SOURCES = ("auto", "idx", "tfds")
-
-# IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# How to get the data, for the error messages (parameter-neutral: the caller may name its own options).
+_HOW_TO_GET = (f"Install the IDX files with `apt-get install dataset-fashion-mnist` (into {DEBIAN_DIR}) or "
+               "download them from github.com/zalandoresearch/fashion-mnist, and pass the directory holding the "
+               "IDX files; or use TFDS 'fashion_mnist' (pass a TFDS data directory, and allow the download to "
+               "fetch it).")
 
 
 class LabelledImages(NamedTuple):
   images: np.ndarray  # uint8 [N, 32, 32, 1], 0..255 (see `to_unit_interval`)
   labels: np.ndarray  # int32 [N] in 0..9, names in CLASSES
-
-
-def read_idx(path) -> np.ndarray:
-  """Reads an IDX file (gzip-compressed or not, told apart by its first bytes).
-
-  Format: 2 zero bytes, a type code, the number of dimensions d, d big-endian uint32 sizes, then the data in
-  row-major order, big-endian.
-
-  Args:
-      path: the file.
-
-  Returns:
-      The array, in native byte order.
-
-  References:
-      LeCun et al., "The MNIST database" (yann.lecun.com/exdb/mnist), "THE IDX FILE FORMAT".
-  """
-  raw = pathlib.Path(path).read_bytes()
-  if raw[:2] == b"\x1f\x8b":
-    raw = gzip.decompress(raw)
-  if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
-    raise ValueError(f"{path} is not an IDX file (magic bytes {raw[:4].hex()})")
-  ndim = raw[3]
-  shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-  dtype = np.dtype(_IDX_DTYPES[raw[2]])
-  offset = 4 + 4 * ndim
-  if len(raw) - offset != int(np.prod(shape)) * dtype.itemsize:
-    raise ValueError(f"{path}: header says {dtype} {shape} ({int(np.prod(shape)) * dtype.itemsize} bytes of "
-                     f"data), the file holds {len(raw) - offset}")
-  return np.frombuffer(raw, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def resize(images: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -68,7 +41,7 @@ def resize(images: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
   rounded to uint8. Using PIL itself reproduces those bytes exactly.
 
   References:
-      Mathieu et al. (2019), released code (`transforms.Resize(32)` for Fashion-MNIST); SPEC §5.
+      Mathieu et al. (2019), released code (`transforms.Resize(32)` for Fashion-MNIST); docs/science.md §5.
   """
   return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
                    for im in images])
@@ -80,7 +53,7 @@ def to_unit_interval(images_u8):
   The Laplace likelihood of the Fashion-MNIST decoder is fitted to values inside (0, 1).
 
   References:
-      Mathieu et al. (2019), released code (data clamped to [eta, 1 - eta]); SPEC §3.
+      Mathieu et al. (2019), released code (data clamped to [eta, 1 - eta]); docs/science.md §3.
   """
   xp = np if isinstance(images_u8, np.ndarray) else jnp
   return xp.clip(images_u8.astype(xp.float32) / 255.0, EPS, 1.0 - EPS)
@@ -90,7 +63,17 @@ def _find_idx(directory: pathlib.Path, stem: str) -> pathlib.Path:
   for name in (stem, stem + ".gz"):
     if (directory / name).is_file():
       return directory / name
-  raise FileNotFoundError(f"{directory} has no {stem}[.gz]")
+  problem = "does not exist" if not directory.exists() else (
+      "is not a directory" if not directory.is_dir() else f"has no {stem}[.gz]")
+  raise DataError(f"Fashion-MNIST IDX files not found: {directory} {problem}. {_HOW_TO_GET}")
+
+
+def _read(path: pathlib.Path) -> np.ndarray:
+  try:
+    return idx_file.read_idx(path)
+  except DataError as e:
+    raise DataError(f"Fashion-MNIST: {e} The IDX files come from `apt-get install --reinstall "
+                    "dataset-fashion-mnist` or github.com/zalandoresearch/fashion-mnist.") from e
 
 
 def load_idx_dir(directory, split: str = "train") -> LabelledImages:
@@ -103,32 +86,37 @@ def load_idx_dir(directory, split: str = "train") -> LabelledImages:
   Returns:
       `LabelledImages` (uint8 images [N, 32, 32, 1], int32 labels [N]).
 
+  Raises:
+      DataError: a file is missing, truncated or corrupt, or holds other shapes or values than Fashion-MNIST.
+
   References:
       Xiao et al. (2017), Fashion-MNIST, github.com/zalandoresearch/fashion-mnist.
   """
   directory = pathlib.Path(directory).expanduser()
   prefix = SPLITS[split]
-  images = read_idx(_find_idx(directory, f"{prefix}-images-idx3-ubyte"))
-  labels = read_idx(_find_idx(directory, f"{prefix}-labels-idx1-ubyte"))
+  images_path = _find_idx(directory, f"{prefix}-images-idx3-ubyte")
+  labels_path = _find_idx(directory, f"{prefix}-labels-idx1-ubyte")
+  images, labels = _read(images_path), _read(labels_path)
   if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-    raise ValueError(f"{directory}: {prefix} images must be uint8 [N, 28, 28]; got {images.dtype} "
-                     f"{images.shape}")
+    raise DataError(f"Fashion-MNIST file {images_path} holds {images.dtype} {images.shape}; the images must be "
+                    f"uint8 [N, 28, 28]. Replace it with the original file. {_HOW_TO_GET}")
   if labels.shape != images.shape[:1] or labels.dtype != np.uint8 or labels.max(initial=0) >= len(CLASSES):
-    raise ValueError(f"{directory}: {prefix} labels must be uint8 [{len(images)}] in 0..9; got {labels.dtype} "
-                     f"{labels.shape}")
+    raise DataError(f"Fashion-MNIST file {labels_path} holds {labels.dtype} {labels.shape} with values up to "
+                    f"{labels.max(initial=0)}; the labels must be uint8 [{len(images)}] (one per image in "
+                    f"{images_path.name}) in 0..9. Replace it with the original file. {_HOW_TO_GET}")
   return LabelledImages(resize(images)[..., None], labels.astype(np.int32))
 
 
 def load_tfds(split: str = "train", data_dir=None, *, download: bool = False) -> LabelledImages:
   """Loads TFDS `fashion_mnist` (random access, no TensorFlow), resized to 32×32.
 
+  Raises:
+      DataError: the dataset is not prepared in `data_dir` (and `download` is false) or is malformed.
+
   References:
       TFDS catalogue `fashion_mnist`; Xiao et al. (2017).
   """
-  source = dsprites.open_tfds("fashion_mnist", split, data_dir, download, "tfds_data_dir=DIR")
-  records = [source[i] for i in range(len(source))]
-  images = np.stack([r["image"][..., 0] for r in records]).astype(np.uint8)
-  labels = np.array([r["label"] for r in records], np.int32)
+  images, labels = tfds_source.read_fashion_mnist(split, data_dir, download=download)
   return LabelledImages(resize(images)[..., None], labels)
 
 
@@ -138,20 +126,23 @@ def load_fashion_mnist(split: str = "train", *, source: str = "auto", data_dir=N
 
   source="auto" reads the IDX files in `data_dir` if given, else in Debian's directory
   /usr/share/datasets/fashion-mnist if it exists, else TFDS `fashion_mnist` from `tfds_data_dir`. Nothing is
-  downloaded unless `download` is true (TFDS only).
+  downloaded unless `download` is true (TFDS only, into `tfds_data_dir`).
 
   Args:
       split: "train" or "test".
       source: "auto", "idx" or "tfds".
       data_dir: a directory with the IDX files (default: Debian's).
       tfds_data_dir: the TFDS data directory.
-      download: allow TFDS to download and prepare `fashion_mnist`.
+      download: allow TFDS to download and prepare `fashion_mnist` into `tfds_data_dir`.
 
   Returns:
       `LabelledImages`: uint8 images [N, 32, 32, 1] (convert with `to_unit_interval`), int32 labels [N].
 
+  Raises:
+      DataError: no data where asked (the message says how to get them), or a file is truncated or corrupt.
+
   References:
-      Xiao et al. (2017), Fashion-MNIST; SPEC §5 and §7.
+      Xiao et al. (2017), Fashion-MNIST; docs/science.md §5 and §7.
   """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {tuple(SPLITS)}; got {split!r}")
@@ -159,21 +150,15 @@ def load_fashion_mnist(split: str = "train", *, source: str = "auto", data_dir=N
     raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
   idx_dir = pathlib.Path(data_dir or DEBIAN_DIR).expanduser()
   if source == "idx" or (source == "auto" and (data_dir is not None or idx_dir.is_dir())):
-    try:
-      data = load_idx_dir(idx_dir, split)
-    except FileNotFoundError as e:
-      raise FileNotFoundError(
-          f"Fashion-MNIST IDX files not found ({e}). Install them with `apt-get install dataset-fashion-mnist` "
-          f"(into {DEBIAN_DIR}), or pass a directory holding them (data_dir=...), or use TFDS "
-          "'fashion_mnist' (source='tfds', tfds_data_dir=..., download=True to fetch it).") from e
+    data = load_idx_dir(idx_dir, split)
     logging.info("Fashion-MNIST source: IDX files in %s (%s, %d images)", idx_dir, split, len(data.labels))
     return data
-  try:
-    data = load_tfds(split, tfds_data_dir, download=download)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(
-        f"No Fashion-MNIST found: no IDX directory (install `apt-get install dataset-fashion-mnist`, or pass "
-        f"data_dir=...) and {e}") from e
+  if source == "auto" and not download and not tfds_source.is_prepared("fashion_mnist", tfds_data_dir):
+    where = "no TFDS data directory was given" if tfds_data_dir is None else (
+        f"TFDS 'fashion_mnist' is not prepared in {tfds_data_dir}")
+    raise DataError(f"No Fashion-MNIST found: no IDX directory was given, {DEBIAN_DIR} does not exist, and "
+                    f"{where}. {_HOW_TO_GET}")
+  data = load_tfds(split, tfds_data_dir, download=download)
   logging.info("Fashion-MNIST source: TFDS 'fashion_mnist' from %s (%s, %d images)", tfds_data_dir, split,
                len(data.labels))
   return data

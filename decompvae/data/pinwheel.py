@@ -34,7 +34,7 @@ def make_pinwheel(rng: np.random.Generator | int, *, radial_std: float = 0.3, ta
 
   References:
       Adams (2008), pinwheel.m (as shipped in the authors' repository, scripts/pinwheel.m); Johnson et al.
-      (2016), "Composing graphical models with neural networks", make_pinwheel_data; SPEC §7.
+      (2016), "Composing graphical models with neural networks", make_pinwheel_data; docs/science.md §7.
   """
   rng = np.random.default_rng(rng)
   features = rng.standard_normal((num_classes * num_per_class, 2)) * np.array([radial_std, tangential_std])
@@ -52,7 +52,7 @@ def load_pinwheel(seed: int = 0, **kwargs) -> tuple[tuple[np.ndarray, np.ndarray
   With the defaults, 400 training and 400 test points (4 arms × 100).
 
   References:
-      Mathieu et al. (2019), §5 (clustering); the authors' scripts/gen_pinwheel_small.sh; SPEC §5.
+      Mathieu et al. (2019), §5 (clustering); the authors' scripts/gen_pinwheel_small.sh; docs/science.md §5.
   """
   rng = np.random.default_rng(seed)
   return make_pinwheel(rng, **kwargs), make_pinwheel(rng, **kwargs)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 
 from decompvae import parallel
 from decompvae.data import dsprites as dsprites_lib
 from decompvae.data import fashion_mnist as fashion_mnist_lib
+from decompvae.data import packing
 
-DATA_AXIS = parallel.DATA_AXIS
 _ROUNDS = 6  # Feistel rounds; 4 already give a pseudo-random permutation (Luby and Rackoff 1988)
 _STREAM = np.uint32(0x5EEDDA7A)  # separates the shuffling keys from any other use of the same seed
 # uint32 constants as numpy scalars: jax refuses Python ints above the int32 range.
@@ -67,7 +66,7 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   """Full batches per epoch, S = N // B; the last N mod B examples of each epoch's order are dropped.
 
   References:
-      SPEC §5 (batch sizes: 64 of 737,280, 500 of 60,000, 400 of 400 divide exactly).
+      docs/science.md §5 (batch sizes: 64 of 737,280, 500 of 60,000, 400 of 400 divide exactly).
   """
   if not 0 < batch_size <= num_examples:
     raise ValueError(f"batch_size must be in 1..{num_examples} (the number of examples); got {batch_size}")
@@ -83,6 +82,8 @@ def batch_indices(seed, step, *, num_examples: int, batch_size: int, xp=jnp):
   batch is full and every example appears at most once per epoch (exactly once when B divides N, as for all
   the paper's settings). π is a 6-round Feistel network on [0, 4^h), 4^h >= N, with round keys hashed from
   (seed, e), restricted to [0, N) by cycle walking: O(B) work per batch, no state, the same in numpy and jax.
+  Batches are thus a pure function of (seed, step): a resumed run needs no iterator state, and any process or
+  device can compute any batch.
 
   Args:
       seed: the data seed (int, may be traced).
@@ -96,7 +97,7 @@ def batch_indices(seed, step, *, num_examples: int, batch_size: int, xp=jnp):
 
   References:
       Luby and Rackoff (1988), pseudo-random permutations from Feistel networks; Black and Rogaway (2002),
-      "Ciphers with arbitrary finite domains" (cycle walking); STYLE conventions 5 and 6.
+      "Ciphers with arbitrary finite domains" (cycle walking).
   """
   per_epoch = steps_per_epoch(num_examples, batch_size)
   epoch, within = step // per_epoch, step % per_epoch
@@ -111,10 +112,12 @@ def batch_indices(seed, step, *, num_examples: int, batch_size: int, xp=jnp):
 def decode_packed_bits(rows):
   """float32 [B, 64, 64, 1] in {0, 1} from bit-packed dSprites rows uint8 [B, 512] (bit order "big").
 
+  dSprites stays bit-packed on the device (377 MB) and is unpacked per batch: never 11 GiB of float32.
+
   References:
-      SPEC §7 (never hold dSprites as float32).
+      docs/science.md §7.
   """
-  size = dsprites_lib.IMAGE_SIZE
+  size = packing.IMAGE_SIZE
   return jnp.unpackbits(rows, axis=-1).reshape(-1, size, size, 1).astype(jnp.float32)
 
 
@@ -122,7 +125,7 @@ def decode_float(rows):
   """The rows as float32 (pinwheel points).
 
   References:
-      SPEC §7 (pinwheel).
+      docs/science.md §7 (pinwheel).
   """
   return rows.astype(jnp.float32)
 
@@ -146,6 +149,9 @@ class DeviceDataset:
 def to_device(data: Any, *, indices=None, mesh: Mesh | None = None) -> DeviceDataset:
   """Puts a dataset on the accelerator in its compact form, replicated over `mesh` if given.
 
+  Each device then gathers and decodes its own slice of every batch inside the jitted step, so training needs
+  no host input pipeline, also across processes.
+
   dSprites (`DSprites`) stays bit-packed (uint8 [737280, 512], 377 MB) and is unpacked per batch; Fashion-MNIST
   (`LabelledImages`) stays uint8 and is scaled and clamped per batch; an array (pinwheel points) is stored as
   float32. Never the whole of dSprites as float32 (11 GiB).
@@ -153,13 +159,13 @@ def to_device(data: Any, *, indices=None, mesh: Mesh | None = None) -> DeviceDat
   Args:
       data: a `DSprites`, a `LabelledImages` or a float array [N, ...].
       indices: optional rows to use (e.g. a training split from `holdout_split`).
-      mesh: a mesh with a 'data' axis; the data are replicated on it (P()).
+      mesh: a mesh with a 'data' axis; the data are replicated on it (`parallel.replicate`).
 
   Returns:
       `DeviceDataset`.
 
   References:
-      STYLE convention 7; SPEC §7 (dSprites memory).
+      docs/science.md §7 (dSprites memory).
   """
   if isinstance(data, dsprites_lib.DSprites):
     storage, decode = data.packed, decode_packed_bits
@@ -167,15 +173,15 @@ def to_device(data: Any, *, indices=None, mesh: Mesh | None = None) -> DeviceDat
     storage, decode = data.images, fashion_mnist_lib.to_unit_interval
   else:
     storage, decode = np.asarray(data, np.float32), decode_float
-  place = (lambda a: jax.device_put(a, NamedSharding(mesh, P()))) if mesh is not None else jax.device_put
-  return DeviceDataset(place(storage), None if indices is None else place(np.asarray(indices, np.int32)), decode)
+  indices = None if indices is None else parallel.place(np.asarray(indices, np.int32), mesh)
+  return DeviceDataset(parallel.place(storage, mesh), indices, decode)
 
 
 def holdout_split(num_examples: int, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """A random split of range(num_examples): (train indices, test indices), each sorted.
 
   References:
-      SPEC §5 (dSprites: the whole set, as the authors, or a held-out split).
+      docs/science.md §5 (dSprites: the whole set, as the authors, or a held-out split).
   """
   order = np.random.default_rng(seed).permutation(num_examples)
   num_test = int(round(test_fraction * num_examples))
@@ -186,44 +192,30 @@ def _batch_sharding(mesh: Mesh | None, batch_size: int) -> NamedSharding | None:
   if mesh is None:
     return None
   parallel.check_batch_size(batch_size, mesh)
-  return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def _shard(x, sharding: NamedSharding | None):
-  if sharding is None:
-    return x
-  if sharding.mesh.are_all_axes_explicit:
-    return jax.reshard(x, sharding)
-  return jax.lax.with_sharding_constraint(x, sharding)
+  return parallel.batch_sharded(mesh)
 
 
 def get_batch(data: DeviceDataset, seed, step, *, batch_size: int, sharding: NamedSharding | None = None):
   """Training batch `step` for `seed`, decoded to float32, on the device: x_BxX = decode(storage[π(...)]).
 
   Pure and jittable (`batch_size` and `sharding` static); see `batch_indices` for the order. With a
-  `sharding` (NamedSharding(mesh, P('data'))) each device gathers and decodes only its slice of the batch;
+  `sharding` (`parallel.batch_sharded(mesh)`) each device gathers and decodes only its slice of the batch;
   the global batch is the same for any number of devices.
-
-  References:
-      STYLE conventions 6 and 7.
   """
   idx = batch_indices(seed, step, num_examples=data.num_examples, batch_size=batch_size)
   if data.indices is not None:
     idx = data.indices[idx]
-  idx = _shard(idx, sharding)
+  idx = parallel.constrain(idx, sharding)
   explicit = sharding is not None and sharding.mesh.are_all_axes_explicit
   rows = data.storage.at[idx].get(out_sharding=sharding if explicit else None)
-  return _shard(data.decode(rows), sharding)
+  return parallel.constrain(data.decode(rows), sharding)
 
 
 def make_batch_fn(batch_size: int, *, mesh: Mesh | None = None) -> Callable:
-  """jit of `get_batch`: (data, seed, step) -> global batch, sharded P('data') over `mesh` if given.
+  """jit of `get_batch`: (data, seed, step) -> global batch, split over the 'data' axis of `mesh` if given.
 
   Raises:
       ValueError: if `batch_size` is not a multiple of the mesh's 'data' axis size.
-
-  References:
-      STYLE convention 7.
   """
   sharding = _batch_sharding(mesh, batch_size)
   return jax.jit(lambda data, seed, step: get_batch(data, seed, step, batch_size=batch_size, sharding=sharding))
@@ -239,58 +231,22 @@ def host_batch(fetch: Callable[[np.ndarray], np.ndarray], num_examples: int, see
 
   The indices are those of `batch_indices` (computed in numpy; the same batches as the device path), so a
   run can switch between the two paths. Works across processes: every process computes the same global
-  indices and passes its own rows to `jax.make_array_from_process_local_data`.
+  indices and contributes its own rows (`parallel.shard_host_batch`).
 
   Args:
       fetch: maps int indices [n] to float32 examples [n, ...] (e.g. `DSprites.images`).
       num_examples: N.
       seed, step: as for `batch_indices`.
       batch_size: the global batch size B.
-      mesh: the mesh; the batch is sharded P('data').
+      mesh: the mesh; the batch is split over its 'data' axis (`parallel.batch_sharded`).
 
   Returns:
-      float32 [B, ...] jax.Array sharded NamedSharding(mesh, P('data')).
+      float32 [B, ...] jax.Array sharded `parallel.batch_sharded(mesh)`.
 
   References:
-      STYLE convention 6 (batches as a function of (seed, step, process)); JAX multi-process documentation.
+      JAX multi-process documentation (`jax.make_array_from_process_local_data`).
   """
-  sharding = _batch_sharding(mesh, batch_size)
+  parallel.check_batch_size(batch_size, mesh)
   idx = batch_indices(seed, step, num_examples=num_examples, batch_size=batch_size, xp=np)
-  starts = sorted({s[0].start or 0 for s in sharding.addressable_devices_indices_map((batch_size,)).values()})
-  shard = batch_size // mesh.shape[DATA_AXIS]
-  lo, hi = starts[0], starts[-1] + shard
-  if hi - lo != len(starts) * shard:
-    raise ValueError("this process's devices must hold a contiguous part of the batch (mesh order by process)")
-  local = fetch(idx[lo:hi])
-  return jax.make_array_from_process_local_data(sharding, local, (batch_size, *local.shape[1:]))
-
-
-# ----------------------------------------------------------------------------------------------------------
-
-
-def benchmark(data: DeviceDataset | None = None, *, batch_size: int = 64, num_steps: int = 200,
-              mesh: Mesh | None = None, seed: int = 0) -> dict[str, float]:
-  """Times the input pipeline: rendering dSprites (if `data` is None) and producing one batch on the device.
-
-  Returns:
-      {"render_s": seconds to render all 737,280 images (only if rendered here), "compile_s": first call,
-       "batch_ms": mean milliseconds per batch over `num_steps` steps (dispatch and device time, pipelined)}.
-
-  References:
-      Issue 3, "Speed".
-  """
-  result = {}
-  if data is None:
-    start = time.perf_counter()
-    data = to_device(dsprites_lib.DSprites(dsprites_lib.render_dsprites()), mesh=mesh)
-    result["render_s"] = time.perf_counter() - start
-  batch_fn = make_batch_fn(batch_size, mesh=mesh)
-  start = time.perf_counter()
-  jax.block_until_ready(batch_fn(data, seed, 0))
-  result["compile_s"] = time.perf_counter() - start
-  start = time.perf_counter()
-  for step in range(1, num_steps + 1):
-    x = batch_fn(data, seed, step)
-  jax.block_until_ready(x)
-  result["batch_ms"] = 1e3 * (time.perf_counter() - start) / num_steps
-  return result
+  local = fetch(idx[parallel.process_batch_rows(batch_size, mesh)])
+  return parallel.shard_host_batch(local, mesh, batch_size)

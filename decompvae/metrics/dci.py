@@ -1,8 +1,10 @@
 """Disentanglement, completeness and informativeness (DCI) with gradient-boosted trees, as disentanglement_lib does."""
+import warnings
+
 import numpy as np
 from sklearn import ensemble
 
-from decompvae.metrics import gbt, utils
+from decompvae.metrics import _gbt, utils
 
 
 def dci_disentanglement(importance_DxK: np.ndarray) -> float:
@@ -41,9 +43,11 @@ def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
   splits (disentanglement_lib leaves it unseeded, so its DCI varies by ~1e-3 from run to run).
 
   Args:
-    backend: "fast" (default): `decompvae.metrics.gbt`, which grows the same trees as scikit-learn (same
-      importances and predictions; see that module) for all factors at once, ~15× faster. "sklearn": scikit-learn
-      itself, one factor after another (5–15 minutes at disentanglement_lib's sizes), kept as the reference.
+    backend: "fast" (default): `decompvae.metrics._gbt`, a replica that grows scikit-learn's trees for all
+      factors at once (identical trees, leaf values and predictions, importances equal to rounding; see that
+      package), ~15× faster. It needs the scikit-learn versions it is verified on (1.9.x): elsewhere, or when its
+      arithmetic checks fail, it warns and uses "sklearn". "sklearn": scikit-learn itself, one factor after
+      another (5–15 minutes at disentanglement_lib's sizes), kept as the reference.
     n_jobs: threads of the fast backend (-1: one per CPU; factors are split between them; the results agree
       to the last bits of the importances).
 
@@ -51,7 +55,12 @@ def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
     (R [D, K], mean train accuracy, mean test accuracy).
   """
   if backend == "fast":
-    importance, train_pred, test_pred = gbt.fit_gbt_classifiers(z_train, y_train, z_test, n_jobs=n_jobs)
+    reason = _gbt.unsupported_reason(len(z_train))
+    if reason is not None:
+      warnings.warn(f"{reason}; DCI uses scikit-learn's own classifier (backend='sklearn', minutes)", RuntimeWarning)
+      backend = "sklearn"
+  if backend == "fast":
+    importance, train_pred, test_pred = _gbt.fit_gbt_classifiers(z_train, y_train, z_test, n_jobs=n_jobs)
   elif backend == "sklearn":
     fits = [_fit_sklearn(z_train, y_train[:, k], z_test) for k in range(y_train.shape[1])]
     importance, train_pred, test_pred = (np.stack(parts, axis=-1) for parts in zip(*fits))

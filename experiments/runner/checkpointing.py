@@ -4,8 +4,10 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from experiments.runner.errors import RunError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(RunError):
   """No checkpoint in the directory could be restored into the expected state."""
 
 
@@ -22,6 +24,13 @@ def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
     return
   mngr.save(step, args=ocp.args.StandardSave(state), force=True)
   mngr.wait_until_finished()
+
+
+def save_to(directory: str, state) -> None:
+  """Saves `state` at its own step in `directory` (a checkpoint directory of its own)."""
+  mngr = manager(directory)
+  save(mngr, int(state.step), state)
+  mngr.close()
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
@@ -47,7 +56,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   if errors:
     raise CheckpointError(
         f"None of the checkpoints in {mngr.directory} matches this model and config:\n  "
-        + "\n  ".join(errors) + "\nUse a new --workdir, or --start_over to move them aside.")
+        + "\n  ".join(errors))
   return None, None
 
 

@@ -1,0 +1,55 @@
+"""Which devices a run uses: the CPU split into one XLA device per core, and the run's mesh."""
+
+import os
+
+import jax
+import ml_collections
+from absl import logging
+
+from decompvae import parallel
+from experiments.runner.errors import RunError
+
+
+def use_cpu_cores(num_devices: int = 0) -> int:
+  """Presents the host CPU as `num_devices` XLA devices (a global JAX setting); returns the number.
+
+  0 means the JAX_NUM_CPU_DEVICES environment variable if set, else one per available core (at most 8).
+  One XLA:CPU device runs one operation at a time and leaves cores idle with networks as small as the
+  paper's; data parallelism over one device per core trains dSprites faster (BUILD_NOTES.md, "Speed").
+  Affects only the CPU platform. Call it before JAX's backends are initialised (the first computation).
+  """
+  n = num_devices or int(os.environ.get("JAX_NUM_CPU_DEVICES", 0)) or min(8, len(os.sched_getaffinity(0)))
+  jax.config.update("jax_num_cpu_devices", n)
+  return n
+
+
+def on_cpu() -> bool:
+  """Whether JAX runs on XLA:CPU, whose loops and vmapped convolutions are slow (see `steps`)."""
+  return jax.default_backend() == "cpu"
+
+
+def make_mesh(config: ml_collections.ConfigDict):
+  """The run's data-parallel mesh over the first `config.train.num_devices` devices.
+
+  0 means all devices; in a single process, as many as split the global batch evenly (so a 6-core host
+  still runs batch 64, on 4 devices). A batch that does not split over the devices is a RunError.
+  """
+  devices, n = jax.devices(), config.train.num_devices
+  if not n and jax.process_count() == 1:
+    n = parallel.largest_divisor(config.optim.batch_size, len(devices))
+    if n < len(devices):
+      logging.info("Batch %d splits over %d of the %d devices.", config.optim.batch_size, n, len(devices))
+  if n > len(devices):
+    raise RunError(f"train.num_devices={n}, but only {len(devices)} devices are visible")
+  mesh = parallel.make_mesh(devices[:n] if n else None)
+  try:
+    parallel.check_batch_size(config.optim.batch_size, mesh)
+  except ValueError as e:
+    raise RunError(str(e)) from e
+  return mesh
+
+
+def member_mesh(num_members: int, max_devices: int = 0):
+  """A 'members' mesh over as many devices (at most `max_devices`; 0: all) as split the members evenly."""
+  devices = jax.devices()[:max_devices or None]
+  return parallel.make_mesh(devices[:parallel.largest_divisor(num_members, len(devices))], parallel.MEMBER_AXIS)

@@ -1,0 +1,83 @@
+"""Figures every image experiment draws: data and reconstructions, decoded prior samples, latent traversals."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+NUM_IMAGES = 8
+TRAVERSAL_STEPS = 7
+
+
+def _decode_mean(ev, z):
+  px_z, _ = ev.run.model.decode(ev.run.variables(ev.state), jnp.asarray(z, jnp.float32), train=False)
+  return np.asarray(px_z.mean())
+
+
+def image_grid(images_RxCxHxW: np.ndarray, path: str, title: str, row_labels=None) -> str:
+  """Saves a grid of grey images, one row per first index; returns `path`."""
+  rows, cols = images_RxCxHxW.shape[:2]
+  fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), squeeze=False)
+  for r in range(rows):
+    for col in range(cols):
+      ax = axes[r, col]
+      ax.imshow(images_RxCxHxW[r, col], cmap="gray", vmin=0.0, vmax=1.0)
+      ax.set_xticks([]), ax.set_yticks([])
+    if row_labels is not None:
+      axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
+  fig.suptitle(title, fontsize=9)
+  fig.savefig(path, dpi=100, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def sample_images(ev, num: int = NUM_IMAGES) -> np.ndarray:
+  """`num` evaluation images spread evenly over the evaluation set (float32 [num, H, W, 1])."""
+  data = ev.data.eval
+  idx = np.linspace(0, data.num_examples - 1, min(num, data.num_examples)).astype(np.int32)
+  rows = idx if data.indices is None else np.asarray(data.indices)[idx]
+  return np.asarray(data.decode(data.storage[rows]))
+
+
+def reconstructions(ev, x, directory: str) -> str:
+  recon = _decode_mean(ev, ev.encoder_means(x))
+  return image_grid(np.stack([x[..., 0], recon[..., 0]]), os.path.join(directory, "reconstructions.png"),
+                    "data (top) and reconstructions from E[z|x]")
+
+
+def prior_samples(ev, directory: str) -> str:
+  z = ev.run.pz(ev.state).sample(seed=jax.random.key(ev.run.config.seed), sample_shape=(2, NUM_IMAGES))
+  return image_grid(_decode_mean(ev, z)[..., 0], os.path.join(directory, "prior_samples.png"),
+                    "decoded samples z ~ p(z)")
+
+
+def traversals(ev, x, directory: str) -> str:
+  """Each latent dimension swept over ±2 prior standard deviations around E[z|x] of one image."""
+  z0 = ev.encoder_means(x[:1])[0]
+  std = _prior_std(ev, z0.shape[0])
+  d = z0.shape[0]
+  offsets = np.linspace(-2.0, 2.0, TRAVERSAL_STEPS)
+  z = np.repeat(z0[None, None], d, 0).repeat(TRAVERSAL_STEPS, 1)
+  z[np.arange(d), :, np.arange(d)] = z0[:, None] + offsets[None] * std[:, None]
+  return image_grid(_decode_mean(ev, z)[..., 0], os.path.join(directory, "traversals.png"),
+                    "latent traversals (rows: dimensions, ±2 prior std)", row_labels=[f"z{i}" for i in range(d)])
+
+
+def _prior_std(ev, d: int) -> np.ndarray:
+  """The prior's standard deviation per dimension (1 where it has none, e.g. a Student-t with ν ≤ 2)."""
+  try:
+    std = np.asarray(ev.run.pz(ev.state).stddev())
+  except (NotImplementedError, TypeError):
+    return np.ones(d)
+  return np.where(np.isfinite(std), std, 1.0)
+
+
+def image_figures(ev, directory: str) -> list[str]:
+  """Reconstructions, prior samples and traversals of an image model."""
+  x = sample_images(ev)
+  return [reconstructions(ev, x, directory), prior_samples(ev, directory), traversals(ev, x, directory)]
