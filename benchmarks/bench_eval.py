@@ -1,20 +1,17 @@
-"""Times each part of a dSprites evaluation at the default settings, with the library only, and prints JSON.
+"""Times the default end-of-run evaluation of a dSprites run, part by part, and prints JSON.
 
-  python -m benchmarks.bench_eval                     # all 737,280 images; the suite on a CodeTable
-  python -m benchmarks.bench_eval --train_steps=300   # a briefly trained model instead of a random one
-  python -m benchmarks.bench_eval --heldout           # also the suite through a representation_fn (slow)
-  python -m benchmarks.bench_eval --cpu_devices=1     # one XLA:CPU device
+  python -m benchmarks.bench_eval --train_steps=300   # the measurement in BUILD_NOTES.md, "Evaluation speed"
+  python -m benchmarks.bench_eval                     # a randomly initialised model (same work, quicker)
+  python -m benchmarks.bench_eval --config.eval.iwae_samples=1000 --config.eval.iwae_examples=10000
 
-Parts: rendering/loading the full dSprites set (cached after the first run), the encoder means of every image
-(`inference.encode_means`), the ELBO terms and the IWAE estimate on random subsets (`inference.elbo_terms`,
-`inference.iwae`, at the library's default K and N), the paper's score on all codes, and each of
-disentanglement_lib's metrics (FactorVAE, BetaVAE, MIG, DCI, SAP, modularity) on a `CodeTable` of the codes,
-the way the evaluation of a full-grid run computes them. With --heldout the same metrics also run the way a
-held-out split does: sampled images rendered on the host and encoded by a jitted representation_fn (and
-whether the numbers equal the CodeTable's is reported).
-Every part reports wall seconds and the CPU seconds of this process (the CPU may be shared). The model is
-dSprites' (10 latent dimensions, isotropic prior), randomly initialised unless --train_steps > 0, when it is
-first trained that many steps on the full set (batch 64, not timed).
+The evaluation is the runner's own (`experiments.runner.evaluation.evaluate`, what `python -m
+experiments.dsprites` runs after training), on the full default config of `experiments.dsprites` (isotropic
+prior, 10 latent dimensions, the paper's score with M = 20,000 votes of L = 1,000 points, disentanglement_lib's
+suite at its default sizes, the default IWAE K and N) and the full rendered dSprites set (737,280 images,
+cached in ~/.cache/decompvae after the first render). Figures are not drawn (they are not part of the
+metrics). The model is randomly initialised, or first trained `--train_steps` steps (batch 64, data-parallel
+over the run's devices as in a run; not timed). Each part reports wall seconds and the CPU seconds of this
+process; the load average before and after says how much else the CPU was doing.
 """
 
 import json
@@ -22,110 +19,69 @@ import os
 import platform
 import time
 
+import jax
+import ml_collections
 from absl import app, flags
+from ml_collections import config_flags
+
+from decompvae import parallel
+from experiments import dsprites
+from experiments.runner import config as config_lib
+from experiments.runner import devices
+from experiments.runner import evaluation
+from experiments.runner import run as run_lib
+from experiments.runner import steps
+from experiments.runner import training
 
 flags.DEFINE_integer("cpu_devices", 0, "XLA devices the CPU is split into (0: one per core, as the experiments).")
 flags.DEFINE_integer("train_steps", 0, "Train the model this many steps first (0: random initialisation).")
-flags.DEFINE_integer("iwae_samples", None, "K (default: inference.IWAE_SAMPLES).")
-flags.DEFINE_integer("iwae_examples", None, "N (default: inference.IWAE_EXAMPLES).")
-flags.DEFINE_integer("elbo_examples", 10_000, "Examples of the ELBO terms (the experiments' default).")
-flags.DEFINE_bool("heldout", False, "Also time the standard metrics through a representation_fn (15+ minutes).")
-flags.DEFINE_list("skip", [], "Parts to skip, e.g. dci,heldout_dci.")
+flags.DEFINE_string("prior", "isotropic", "The dSprites prior (isotropic, anisotropic, student_t).")
+_EVAL_FIELDS = ml_collections.ConfigDict({"eval": config_lib.make_config(dsprites.TASK).eval})
+config_flags.DEFINE_config_dict("config", _EVAL_FIELDS, "Evaluation settings, e.g. --config.eval.iwae_samples=1000.")
 FLAGS = flags.FLAGS
-
-_METRICS = ("factor_vae_score", "beta_vae_score", "mig", "dci", "sap", "modularity_explicitness")
-
-
-def _timed(fn):
-  start, start_cpu = time.perf_counter(), time.process_time()
-  result = fn()
-  return {"seconds": round(time.perf_counter() - start, 2),
-          "cpu_seconds": round(time.process_time() - start_cpu, 2), **({} if result is None else result)}
 
 
 def main(argv):
   del argv
-  from decompvae import parallel  # pylint: disable=g-import-not-at-top
-  num_devices = parallel.use_cpu_cores(FLAGS.cpu_devices)
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from decompvae import inference, make_model, make_prior, metrics, train  # pylint: disable=g-import-not-at-top
-  import decompvae.data as data_lib  # pylint: disable=g-import-not-at-top
-  from decompvae.data import pipeline  # pylint: disable=g-import-not-at-top
-
+  num_devices = devices.use_cpu_cores(FLAGS.cpu_devices)
+  # (JAX's backends start with the first computation, below: after the CPU is split into devices.)
+  c = config_lib.make_config(dsprites.TASK, FLAGS.prior)
+  c.data.source = "render"
+  c.eval.figures = False
+  c.update_from_flattened_dict(_overrides())
+  config_lib.check(c, dsprites.TASK)
   report = {"platform": platform.processor() or platform.machine(), "cpu_cores": len(os.sched_getaffinity(0)),
-            "xla_devices": num_devices, "load_average_before": os.getloadavg()}
+            "xla_devices": num_devices, "eval_config": c.eval.to_dict(), "load_average_before": os.getloadavg()}
+  mesh = devices.make_mesh(c)
   t = time.perf_counter()
-  gt = data_lib.load_dsprites("render")
-  report["load_dsprites_s"] = round(time.perf_counter() - t, 2)
-  mesh = parallel.make_mesh()
-  data = pipeline.to_device(gt, mesh=mesh)
-  model, pz = make_model("dsprites", 10), make_prior("isotropic", 10)
-  optimizer = train.make_optimizer(5e-4)
-  init_key, steps_key = train.seed_keys(0)
-  state = train.init_state(init_key, gt.images([0]), model=model, optimizer=optimizer)
+  data = training.load_data(dsprites.TASK, c, mesh)
+  report["load_data_s"] = round(time.perf_counter() - t, 1)
+  run = run_lib.make_run(dsprites.TASK, c, data)
+  state = parallel.replicate(run_lib.init_state(run, data), mesh)
   if FLAGS.train_steps:
-    train_step = train.make_train_step(model=model, prior_name="isotropic", latent_dim=10, prior_hp={},
-                                       optimizer=optimizer)
-    sharding = parallel.batch_sharded(mesh)
-
-    @jax.jit
-    def step(state, data):
-      x = pipeline.get_batch(data, 0, state.step, batch_size=64, sharding=sharding)
-      return train_step(state, x, train.step_key(steps_key, state.step), beta=1.0, alpha=0.0)
-
-    state = parallel.replicate(state, mesh)
+    step = steps.run_steps(run, data, mesh, 1)
     t = time.perf_counter()
     for _ in range(FLAGS.train_steps):
-      # One step at a time: with hundreds of data-parallel steps queued on a loaded machine, XLA:CPU's
-      # all-reduce rendezvous timed out (40 s) and aborted the process, twice.
-      state, m = jax.block_until_ready(step(state, data))
+      state, metrics = step(state, data.train)
     report["training"] = {"steps": FLAGS.train_steps, "seconds": round(time.perf_counter() - t, 1),
-                          "last_elbo": float(m["elbo"])}
-  variables = parallel.replicate(train.model_variables(state.params["model"], state.batch_stats), mesh)
-  report["model"] = f"dsprites, {'trained %d steps' % FLAGS.train_steps if FLAGS.train_steps else 'random init'}"
-  key = jax.random.key(0)
-  num_samples = FLAGS.iwae_samples or inference.IWAE_SAMPLES
-  num_examples = FLAGS.iwae_examples or inference.IWAE_EXAMPLES
-  parts = {}
-  codes = {}
-
-  parts["encode_means_all"] = _timed(lambda: codes.update(z=inference.encode_means(model, variables, data)))
-  parts["encode_means_all"]["images_per_s"] = round(gt.num_examples / parts["encode_means_all"]["seconds"])
-  parts["elbo_terms"] = _timed(lambda: inference.elbo_terms(model, variables, pz, data, key,
-                                                            num_examples=FLAGS.elbo_examples))
-  parts["iwae"] = _timed(lambda: inference.iwae(model, variables, pz, data, key, num_samples=num_samples,
-                                                num_examples=num_examples))
-  z, classes = codes["z"], gt.factor_classes
-  parts["paper_score"] = _timed(lambda: metrics.paper_disentanglement(z, classes, random_state=0))
-  table = metrics.CodeTable(z, classes, gt.factor_sizes)
-  for name in _METRICS:
-    if name.split("_")[0] not in FLAGS.skip and name not in FLAGS.skip:
-      parts[name] = _timed(lambda name=name: getattr(metrics, name)(table, random_state=0))
-  if FLAGS.heldout:
-    encoder = jax.jit(lambda v, x: model.encode(v, x, train=False)[0].mean())
-    calls = []
-
-    def representation_fn(x):
-      calls.append(len(x))
-      return np.asarray(encoder(variables, jax.numpy.asarray(x)))
-
-    for name in _METRICS:
-      if "heldout_" + name not in FLAGS.skip:
-        calls.clear()
-        parts["heldout_" + name] = _timed(lambda name=name: getattr(metrics, name)(gt, representation_fn,
-                                                                                   random_state=0))
-        parts["heldout_" + name]["representation_calls"] = len(calls)
-        parts["heldout_" + name]["images_encoded"] = sum(calls)
-        if name in parts:  # the encoder is deterministic and batch-independent: the numbers must agree
-          result = lambda part: {k: v for k, v in part.items() if "seconds" not in k and "calls" not in k
-                                 and "images" not in k}
-          parts["heldout_" + name]["equals_code_table"] = result(parts[name]) == result(parts["heldout_" + name])
-  report["parts"] = parts
-  report["total_seconds_full_grid"] = round(sum(v["seconds"] for k, v in parts.items()
-                                                if not k.startswith("heldout_")), 1)
-  report["load_average_after"] = os.getloadavg()
+                          "last_elbo": float(jax.device_get(metrics["elbo"]).ravel()[-1])}
+  report["model"] = (f"dsprites, {c.prior.name} prior, "
+                     f"{'trained %d steps' % FLAGS.train_steps if FLAGS.train_steps else 'random init'}")
+  load_before = os.getloadavg()
+  t, t_cpu = time.perf_counter(), time.process_time()
+  out, ev = evaluation.evaluate(dsprites.TASK, run, state, data)
+  report["total_seconds"] = round(time.perf_counter() - t, 1)
+  report["total_cpu_seconds"] = round(time.process_time() - t_cpu, 1)
+  report["parts"] = {name: {"seconds": round(s, 2), "cpu_seconds": round(ev.parts.cpu_seconds[name], 2)}
+                     for name, s in ev.parts.seconds.items()}
+  report["load_average_during"] = {"before": load_before, "after": os.getloadavg()}
+  report["metrics"] = {k: v for k, v in out.items() if isinstance(v, float)}
   print(json.dumps(report, indent=1, default=float))
+
+
+def _overrides() -> dict:
+  """--config.eval.<field>=value flags, as {"eval.<field>": value}."""
+  return dict(config_flags.get_override_values(FLAGS["config"]))
 
 
 if __name__ == "__main__":

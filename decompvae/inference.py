@@ -1,10 +1,11 @@
 """Whole-dataset passes of a trained VAE: encoder means, ELBO terms and the IWAE bound of many examples.
 
-Each pass cuts the examples into calls of one fixed shape (one compilation), dispatches every call before it
-fetches any result, and fetches only small per-example results, so XLA runs the calls back to back while the
-host is still dispatching. The dataset stays on the device (`pipeline.DeviceDataset`, rows decoded per call)
-and is an argument of the jitted function, never a constant baked into it. With a mesh (by default the one the
-dataset is replicated on), each call's examples are split over its 'data' axis.
+Each pass cuts the examples into calls of one fixed shape (one compilation), keeps `MAX_CALLS_IN_FLIGHT`
+calls dispatched ahead of the result it fetches, and fetches only small per-example results, so XLA runs the
+calls back to back while the host fetches and reports progress as results arrive. The dataset stays on the
+device (`pipeline.DeviceDataset`, rows decoded per call) and is an argument of the jitted function, never a
+constant baked into it. With a mesh (by default the one the dataset is replicated on), each call's examples
+are split over its 'data' axis.
 
 Random numbers are drawn per example: example p (its position in the dataset) uses `fold_in(key, p)`, so a
 result depends neither on the call size nor on the number of devices, and the same examples get the same
@@ -13,8 +14,10 @@ samples in every subset.
 Measured speeds on a 2-core CPU: BUILD_NOTES.md, "Evaluation speed".
 """
 
+import collections
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import distrax
 import jax
@@ -28,14 +31,21 @@ from decompvae.data import pipeline
 
 Progress = Callable[[int, int], None]
 
-# Defaults chosen by measurement (BUILD_NOTES.md, "Evaluation speed").
-ENCODE_BATCH = 2048          # images per encoder call
+# Defaults chosen by measurement (BUILD_NOTES.md, "Evaluation speed"). Small calls: on XLA:CPU the dSprites
+# encoder runs 2.4x faster per CPU-second at 64 images per call than at 2048 (whose activations, 268 MB in the
+# first layer, leave the caches), the decoder 1.3x at 200 passes. (Not measured on GPU/TPU, where larger calls
+# may be faster: pass batch_size / images_per_call.)
+ENCODE_BATCH = 64            # images per encoder call
 IWAE_SAMPLES = 100           # K
 IWAE_EXAMPLES = 1000         # N
-IWAE_IMAGES_PER_CALL = 2048  # decoder passes per call (examples × samples)
+IWAE_IMAGES_PER_CALL = 256   # decoder passes per call (examples × samples)
+# Calls dispatched and not yet fetched. A few keep the devices busy while the host fetches; dispatching every
+# call at once made the host block in XLA:CPU's queue (32 programs per device) and fetch the first result only
+# after most calls had run, so progress arrived in one burst at the end.
+MAX_CALLS_IN_FLIGHT = 4
 
 
-def select_examples(num_total: int, num: int | None = None, seed: int = 0) -> np.ndarray:
+def select_examples(num_total: int, num: int | None = None, seed: int | Sequence[int] = 0) -> np.ndarray:
   """Positions of the examples an estimate averages over: all of them, or a uniformly random subset.
 
       se(mean) = std_n(v_n) / √N · √(1 − N / N_total)   for a simple random sample of N of N_total examples,
@@ -48,7 +58,8 @@ def select_examples(num_total: int, num: int | None = None, seed: int = 0) -> np
   Args:
     num_total: the dataset's number of examples.
     num: how many; None, 0 or ≥ num_total: all, in order.
-    seed: seed of the subset (`np.random.default_rng`).
+    seed: seed of the subset: an integer or a sequence of integers (`np.random.default_rng`), e.g. a run's seed
+      with a number that keeps this use of it apart from others.
 
   Returns:
     int64 [N] positions in [0, num_total).
@@ -62,12 +73,17 @@ def select_examples(num_total: int, num: int | None = None, seed: int = 0) -> np
 
 
 def _mesh_of(dataset: pipeline.DeviceDataset, mesh: Mesh | None) -> Mesh | None:
-  """The given mesh, else the dataset's when it is replicated on a mesh with a 'data' axis of > 1 device."""
+  """The given mesh, else the dataset's when it is replicated on a mesh with a 'data' axis of > 1 device.
+
+  None (no split: every device computes each call whole) when that mesh has devices of other processes: the
+  results must be readable in each process without a collective in every call.
+  """
   if mesh is None:
     sharding = getattr(dataset.storage, "sharding", None)
     if isinstance(sharding, NamedSharding) and parallel.DATA_AXIS in sharding.mesh.shape:
       mesh = sharding.mesh
-  if mesh is not None and mesh.shape[parallel.DATA_AXIS] == 1:
+  if mesh is not None and (mesh.shape[parallel.DATA_AXIS] == 1
+                           or any(d.process_index != jax.process_index() for d in mesh.devices.flat)):
     return None
   return mesh
 
@@ -97,14 +113,28 @@ def _padded(positions: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([positions, np.full(pad, positions[-1], positions.dtype)]).astype(np.int32)
 
 
-def _fetch(results, total: int, per_call: int, progress: Progress | None):
-  """Fetches dispatched per-call results in order, reporting (examples done, total) after each."""
-  out = []
-  for i, r in enumerate(results):
-    out.append(jax.tree.map(np.asarray, r))
+def _run_calls(calls: Sequence[Callable[[], Any]], progress_of: Callable[[int], tuple[int, int]] | None = None,
+               progress: Progress | None = None) -> list:
+  """Dispatches the calls in order, at most `MAX_CALLS_IN_FLIGHT` ahead of the one being fetched, and returns
+  their results as numpy, in order; after fetching call i, reports progress(*progress_of(i))."""
+  pending, out = collections.deque(), []
+
+  def fetch():
+    out.append(jax.tree.map(np.asarray, pending.popleft()))
     if progress is not None:
-      progress(min((i + 1) * per_call, total), total)
+      progress(*progress_of(len(out) - 1))
+
+  for call in calls:
+    pending.append(call())
+    if len(pending) > MAX_CALLS_IN_FLIGHT:
+      fetch()
+  while pending:
+    fetch()
   return out
+
+
+def _examples_done(total: int, per_call: int) -> Callable[[int], tuple[int, int]]:
+  return lambda i: (min((i + 1) * per_call, total), total)
 
 
 def encode_means(model, variables, dataset: pipeline.DeviceDataset, *, batch_size: int = ENCODE_BATCH,
@@ -113,7 +143,7 @@ def encode_means(model, variables, dataset: pipeline.DeviceDataset, *, batch_siz
 
       z̄_n = E_q(z|x_n)[z] = μ(x_n),   n = 0, …, N − 1
 
-  All calls are dispatched before any result is fetched; the last call is padded with repeats of the last
+  The calls run back to back (`MAX_CALLS_IN_FLIGHT` dispatched ahead); the last call is padded with repeats of the last
   example. The means do not depend on `batch_size` beyond floating-point rounding (the dSprites encoder gives
   bitwise identical means for batches of 64 to 8192 on XLA:CPU, 1 or 2 devices).
 
@@ -135,8 +165,8 @@ def encode_means(model, variables, dataset: pipeline.DeviceDataset, *, batch_siz
   total = dataset.num_examples
   size = _call_size(min(batch_size, total), mesh)
   encode = _encode_fn(model, mesh, size)
-  results = [encode(variables, dataset, start, total - 1) for start in range(0, total, size)]
-  return np.concatenate(_fetch(results, total, size, progress))[:total]
+  calls = [functools.partial(encode, variables, dataset, start, total - 1) for start in range(0, total, size)]
+  return np.concatenate(_run_calls(calls, _examples_done(total, size), progress))[:total]
 
 
 # The jitted functions are built once per (model, prior, mesh, shapes), so repeated evaluations (and the
@@ -159,14 +189,17 @@ def _sample_z(qz_x: distrax.Distribution, keys_BxC):
 
 
 def elbo_terms(model, variables, pz: distrax.Distribution, dataset: pipeline.DeviceDataset, key: jax.Array, *,
-               num_examples: int | None = None, subset_seed: int = 0, analytic_kl: bool = True,
-               batch_size: int = ENCODE_BATCH, mesh: Mesh | None = None) -> dict[str, float]:
-  """Means of the β = 1 ELBO terms over the examples, with one posterior sample per example.
+               num_examples: int | None = None, subset_seed: int | Sequence[int] = 0, analytic_kl: bool = True,
+               batch_size: int = ENCODE_BATCH, mesh: Mesh | None = None,
+               progress: Progress | None = None) -> dict[str, float]:
+  """Means of the β = 1 ELBO terms over the examples, with one posterior sample per example, and of the
+  posteriors' spread (the overlap of the encodings).
 
       ELBO(x) = log p(x|z) − KL(q(z|x) ‖ p(z)),   z = μ(x) + σ(x) ⊙ ε,  ε ~ N(0, I) drawn with fold_in(key, p)
 
   for the example at position p. The KL is analytic when `analytic_kl` and both distributions are diagonal
-  Gaussians (`divergences.kl_qp`), else the single-sample estimate at the same z.
+  Gaussians (`divergences.kl_qp`), else the single-sample estimate at the same z. The posterior entropy
+  H[q(z|x)] and the mean per-dimension variance (1/D) Σ_d σ_d(x)² are exact.
 
   Args:
     model, variables: as for `encode_means`; q(z|x) must be a diagonal Gaussian (`mean()`, `stddev()`).
@@ -175,25 +208,28 @@ def elbo_terms(model, variables, pz: distrax.Distribution, dataset: pipeline.Dev
     key: PRNG key.
     num_examples, subset_seed: which examples (see `select_examples`; default all).
     analytic_kl: use the closed-form KL when it exists.
-    batch_size, mesh: as for `encode_means`.
+    batch_size, mesh, progress: as for `encode_means`.
 
   Returns:
-    {"lpx_z", "kl", "elbo": means over the examples, "elbo_stderr": std_n(ELBO)/√N, "num_examples": N}.
+    {"lpx_z", "kl", "elbo", "posterior_entropy", "posterior_variance": means over the examples,
+    "elbo_stderr": std_n(ELBO)/√N, "num_examples": N}.
 
   References:
-    Kingma & Welling (2014); Mathieu et al. (2019); docs/science.md §3.
+    Kingma & Welling (2014); Mathieu et al. (2019), §4 (overlap); docs/science.md §3, §6.9.
   """
   mesh = _mesh_of(dataset, mesh)
   positions = select_examples(dataset.num_examples, num_examples, subset_seed)
   size = _call_size(min(batch_size, len(positions)), mesh)
   padded = _place(_padded(positions, size), mesh)
   terms = _elbo_fn(model, pz, mesh, size, analytic_kl)
-  results = [terms(variables, dataset, padded, start, key) for start in range(0, len(positions), size)]
-  lpx_z, kl = (np.concatenate(parts)[:len(positions)].astype(np.float64)
-               for parts in zip(*_fetch(results, len(positions), size, None)))
-  elbo = lpx_z - kl
-  return {"lpx_z": float(lpx_z.mean()), "kl": float(kl.mean()), "elbo": float(elbo.mean()),
-          "elbo_stderr": _stderr_of_mean(elbo), "num_examples": len(positions)}
+  calls = [functools.partial(terms, variables, dataset, padded, start, key)
+           for start in range(0, len(positions), size)]
+  names = ("lpx_z", "kl", "posterior_entropy", "posterior_variance")
+  results = _run_calls(calls, _examples_done(len(positions), size), progress)
+  values = dict(zip(names, (np.concatenate(parts)[:len(positions)].astype(np.float64) for parts in zip(*results))))
+  elbo = values["lpx_z"] - values["kl"]
+  out = {name: float(v.mean()) for name, v in values.items()}
+  return {**out, "elbo": float(elbo.mean()), "elbo_stderr": _stderr_of_mean(elbo), "num_examples": len(positions)}
 
 
 @functools.lru_cache(maxsize=32)
@@ -205,7 +241,8 @@ def _elbo_fn(model, pz: distrax.Distribution, mesh: Mesh | None, size: int, anal
     qz_x, _ = model.encode(variables, x, train=False)
     z = _sample_z(qz_x, jax.vmap(lambda p: jax.random.fold_in(key, p))(pos)[:, None])[0]
     px_z, _ = model.decode(variables, z, train=False)
-    return px_z.log_prob(x), divergences.kl_qp(qz_x, pz, z, analytic=analytic_kl)
+    return (px_z.log_prob(x), divergences.kl_qp(qz_x, pz, z, analytic=analytic_kl), qz_x.entropy(),
+            qz_x.variance().mean(axis=-1))
   return terms
 
 
@@ -224,9 +261,9 @@ def iwae_per_example(model, variables, pz: distrax.Distribution, dataset: pipeli
 
   Each call runs B examples × C samples through the decoder in one batch (B·C ≈ `images_per_call`, C the
   largest divisor of K that fits, B a multiple of the device count) and returns the chunk's log Σ w and
-  log Σ w² (`objectives.iwae_log_sums`); all calls are dispatched before any is fetched, and the chunks are
-  combined on the host in float64. Memory grows with `images_per_call`, not with K or N, and the result does
-  not depend on `images_per_call` or the device count (up to float32 rounding).
+  log Σ w² (`objectives.iwae_log_sums`); the calls run back to back (`MAX_CALLS_IN_FLIGHT` dispatched ahead),
+  and the chunks are combined on the host in float64. Memory grows with `images_per_call`, not with K or N,
+  and the result does not depend on `images_per_call` or the device count (up to float32 rounding).
 
   Args:
     model, variables: as for `encode_means`; q(z|x) must be a diagonal Gaussian (`mean()`, `stddev()`).
@@ -257,13 +294,15 @@ def iwae_per_example(model, variables, pz: distrax.Distribution, dataset: pipeli
   num_chunks = num_samples // chunk
   padded = _place(_padded(positions, size), mesh)
   log_sums = _iwae_fn(model, pz, mesh, size, chunk, num_samples)
-  results = [[log_sums(variables, dataset, padded, start, c * chunk, key) for c in range(num_chunks)]
-             for start in range(0, len(positions), size)]
-  sums = []
-  for calls in _fetch(results, len(positions), size, progress):
-    log_sum_w, log_sum_w2 = (special.logsumexp(np.stack(s).astype(np.float64), axis=0) for s in zip(*calls))
-    sums.append((log_sum_w, log_sum_w2))
-  log_sum_w, log_sum_w2 = (np.concatenate(s)[:len(positions)] for s in zip(*sums))
+  calls = [functools.partial(log_sums, variables, dataset, padded, start, c * chunk, key)
+           for start in range(0, len(positions), size) for c in range(num_chunks)]
+  # Progress in examples: call i completes the samples of its examples when it is the last of their chunks.
+  done = lambda i: (min((i + 1) // num_chunks * size, len(positions)), len(positions))
+  results = _run_calls(calls, done, progress)
+  log_sum_w, log_sum_w2 = (
+      np.concatenate([special.logsumexp(np.stack(s[e:e + num_chunks]).astype(np.float64), axis=0)
+                      for e in range(0, len(s), num_chunks)])[:len(positions)]
+      for s in zip(*results))
   return objectives.iwae_from_log_sums(log_sum_w, log_sum_w2, num_samples)
 
 
@@ -281,7 +320,8 @@ def _iwae_fn(model, pz: distrax.Distribution, mesh: Mesh | None, size: int, chun
 
 
 def iwae(model, variables, pz: distrax.Distribution, dataset: pipeline.DeviceDataset, key: jax.Array, *,
-         num_samples: int = IWAE_SAMPLES, num_examples: int | None = IWAE_EXAMPLES, subset_seed: int = 0,
+         num_samples: int = IWAE_SAMPLES, num_examples: int | None = IWAE_EXAMPLES,
+         subset_seed: int | Sequence[int] = 0,
          images_per_call: int = IWAE_IMAGES_PER_CALL, mesh: Mesh | None = None,
          progress: Progress | None = None) -> dict[str, float]:
   """The IWAE estimate of the mean log-likelihood over a dataset, with its standard errors.

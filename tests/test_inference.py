@@ -72,6 +72,9 @@ def test_select_examples():
   assert len(np.unique(subset)) == 100 and np.all(np.diff(subset) > 0) and subset.max() < 1000
   np.testing.assert_array_equal(subset, inference.select_examples(1000, 100, seed=3))
   assert not np.array_equal(subset, inference.select_examples(1000, 100, seed=4))
+  # A sequence of integers seeds it too (a run's seed and a stream number), as numpy's generators take it.
+  np.testing.assert_array_equal(inference.select_examples(1000, 100, seed=(3, 7)),
+                                np.sort(np.random.default_rng([3, 7]).choice(1000, 100, replace=False)))
 
 
 def test_iwae_per_example_matches_numpy_with_the_documented_samples(toy):
@@ -85,10 +88,14 @@ def test_iwae_per_example_matches_numpy_with_the_documented_samples(toy):
   data = pipeline.to_device(x)
   # 30 samples: one chunk of 30 per call (2 examples), chunks of 10 (one example per call), of 15 (2 per call).
   for images_per_call in (60, 10, 29):
+    calls = []
     log_p, se = inference.iwae_per_example(model, variables, pz, data, key, positions, num_samples=num_samples,
-                                           images_per_call=images_per_call)
+                                           images_per_call=images_per_call,
+                                           progress=lambda done, total: calls.append((done, total)))
     np.testing.assert_allclose(log_p, expected, rtol=1e-5)
     np.testing.assert_allclose(se, expected_se, rtol=1e-4)
+    if images_per_call == 10:  # 3 calls of 10 samples per example: an example is done after its third call
+      assert calls == [(i // 3, 5) for i in range(1, 16)]
   # An example gets the same samples in any subset, and over a two-device mesh.
   mesh = parallel.make_mesh(jax.devices()[:2])
   log_p, _ = inference.iwae_per_example(model, parallel.replicate(variables, mesh), pz,
@@ -141,9 +148,12 @@ def test_elbo_terms_match_numpy_with_the_documented_sample(toy):
   z = mu + s * np.float64(eps)  # as documented: ε drawn with fold_in(key, p)
   lpx_z = np.sum(stats.norm.logpdf(np.float64(x[positions]), z @ p["w"] + p["b"], np.exp(p["log_sigma"])), -1)
   kl = 0.5 * np.sum(s**2 + mu**2 - 1 - np.log(s**2), -1)
+  calls = []
   out = inference.elbo_terms(model, variables, pz, pipeline.to_device(x), key, num_examples=64, subset_seed=5,
-                             batch_size=24)
-  assert out["num_examples"] == 64
+                             batch_size=24, progress=lambda done, total: calls.append((done, total)))
+  assert out["num_examples"] == 64 and calls == [(24, 64), (48, 64), (64, 64)]
+  assert out["posterior_entropy"] == pytest.approx(np.sum(0.5 * np.log(2 * np.pi * np.e * s**2)), rel=1e-5)
+  assert out["posterior_variance"] == pytest.approx(np.mean(s**2), rel=1e-5)
   assert out["lpx_z"] == pytest.approx(lpx_z.mean(), rel=1e-5)
   assert out["kl"] == pytest.approx(kl.mean(), rel=1e-5)
   assert out["elbo"] == pytest.approx(np.mean(lpx_z - kl), rel=1e-5)
