@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -75,6 +76,25 @@ def test_dsprites_summary_holds_every_metric_under_its_own_name(tmp_path, monkey
   for name in ("reconstructions.png", "prior_samples.png", "traversals.png"):
     _assert_png(tmp_path / "figures" / name)
   assert runs.rows(tmp_path, "test/paper/disentanglement") == [4]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="bitwise batch independence is checked on XLA:CPU")
+def test_dsprites_heldout_suite_equals_encoding_the_sampled_images(tmp_path, monkeypatch):
+  # A held-out split: the suite looks the sampled images' codes up in a CodeTable of the whole grid (the
+  # evaluation points' means plus the training images' encoded once), which gives exactly the numbers of
+  # rendering and encoding each sampled image again.
+  monkeypatch.setattr(dsprites, "STANDARD_METRICS", _SMALL_SUITE)
+  c = runs.config("dsprites", steps=2, **{"train.num_devices": 1, "eval.standard_metrics": True,
+                                          "data.max_examples": 0, "data.heldout_fraction": 0.25})
+  m = training.train_and_evaluate(dsprites.TASK, c, str(tmp_path))["metrics"]
+  _, state = runs.restore(tmp_path, c)
+  data = training.load_data(dsprites.TASK, c, None)
+  assert data.eval.num_examples == round(0.25 * data.ground_truth.num_examples)
+  run = run_lib.make_run(dsprites.TASK, c, data)
+  encoder = jax.jit(lambda x: run.model.encode(run.variables(state), x, train=False)[0].mean())
+  for family, metric in _SMALL_SUITE.items():
+    for key, value in metric(data.ground_truth, lambda x: np.asarray(encoder(x)), random_state=0).items():
+      assert m[f"test/{family}/{key}"] == value, (family, key)
 
 
 @pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="needs Debian's dataset-fashion-mnist")

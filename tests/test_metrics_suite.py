@@ -152,6 +152,41 @@ def test_representation_fn_path_equals_the_code_table_path():
   assert metrics.mig(toy, encode, num_train=500) == metrics.mig(table, num_train=500)
 
 
+def test_representation_calls_have_one_size_and_observations_render_in_order(monkeypatch):
+  class NoisyObservations(FactorsAsObservations):  # draws random numbers: the rendering order matters
+    def sample_observations_from_factors(self, factors, rng):
+      return factors + rng.randn(*factors.shape)
+
+  monkeypatch.setattr(utils, "MAX_POINTS_PER_CALL", 7)
+  factors = utils.sample_factor_code(FactorsAsObservations(), None, 30, np.random.RandomState(0))[1]
+  sizes = []
+  codes = utils.encode_factors(NoisyObservations(), lambda x: sizes.append(len(x)) or 2 * x, factors,
+                               np.random.RandomState(1))
+  assert sizes == [7] * 5  # the last chunk of 2 is padded to 7
+  rs = np.random.RandomState(1)
+  expected = np.concatenate([2 * (factors[i:i + 7] + rs.randn(*factors[i:i + 7].shape)) for i in range(0, 30, 7)])
+  np.testing.assert_array_equal(codes, expected)
+
+
+def test_vote_groups_and_call_sizes_do_not_change_the_scores(monkeypatch):
+  def encode(x):
+    return (x - CLASSES.mean(0)) / CLASSES.std(0) @ stats.special_ortho_group.rvs(3, random_state=1) + 0.3 * x**2
+
+  def scores():
+    out = []
+    for data, rep in ((metrics.CodeTable(encode(CLASSES.astype(np.float32)), CLASSES), None),
+                      (FactorsAsObservations(), encode)):
+      out.append(metrics.factor_vae_score(data, rep, num_train=300, num_eval=200, num_variance_estimate=300))
+      out.append(metrics.beta_vae_score(data, rep, num_train=300, num_eval=200))
+    return out
+
+  default = scores()
+  assert default[:2] == default[2:]  # the representation path equals the code table
+  monkeypatch.setattr(utils, "MAX_POINTS_PER_GROUP", 1000)  # 15 votes of 64 points per group
+  monkeypatch.setattr(utils, "MAX_POINTS_PER_CALL", 100)
+  assert scores() == default
+
+
 def test_code_table_looks_codes_up_by_factors():
   perm = np.random.RandomState(0).permutation(len(CLASSES))
   table = metrics.CodeTable(PERFECT[perm], CLASSES[perm])

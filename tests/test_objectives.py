@@ -198,6 +198,42 @@ def test_iwae_rises_towards_log_px(toy):
     bound(jax.random.key(0), num_samples=1000, chunk_size=300)
 
 
+def test_iwae_stderr_is_the_delta_method_error_of_the_same_samples(toy):
+  model, variables, x, pz = toy
+  x, key, num_samples = x[:8], jax.random.key(3), 40
+  bound = jax.jit(functools.partial(objectives.iwae_bound, model=model, pz=pz, num_samples=num_samples,
+                                    return_stderr=True), static_argnames="chunk_size")
+  value, stderr = bound(variables, x, key, chunk_size=40)
+  # The same samples, redone in NumPy: z_k = qz_x.sample(seed=split(key, K)[k]).
+  qz_x = model.encode(variables, x)[0]
+  z = np.float64(jax.jit(jax.vmap(lambda k: qz_x.sample(seed=k)))(jax.random.split(key, num_samples)))
+  p = {k: np.asarray(v, np.float64) for k, v in variables["params"].items()}
+  mu, s = np.float64(x) @ p["a"] + p["c"], np.exp(p["log_s"])
+  log_w = (np.sum(stats.norm.logpdf(z), -1) - np.sum(stats.norm.logpdf(z, mu, s), -1)
+           + np.sum(stats.norm.logpdf(np.float64(x), z @ p["w"] + p["b"], np.exp(p["log_sigma"])), -1))  # [K, B]
+  w = np.exp(log_w - log_w.max(0))
+  np.testing.assert_allclose(value, special.logsumexp(log_w, 0) - np.log(num_samples), rtol=1e-5)
+  np.testing.assert_allclose(stderr, np.std(w, 0, ddof=1) / np.sqrt(num_samples) / np.mean(w, 0), rtol=1e-4)
+  for chunk_size in (4, 20):  # the chunking changes neither
+    v, e = bound(variables, x, key, chunk_size=chunk_size)
+    np.testing.assert_allclose(v, value, rtol=1e-5)
+    np.testing.assert_allclose(e, stderr, rtol=1e-4)
+  # It describes the spread of log p̂ over independent draws of the K samples.
+  many = jax.jit(jax.vmap(lambda k: bound(variables, x, k, chunk_size=40)))(jax.random.split(key, 300))
+  ratio = np.std(np.asarray(many[0]), axis=0, ddof=1) / np.mean(np.asarray(many[1]), axis=0)
+  assert np.all((0.8 < ratio) & (ratio < 1.25)), ratio
+
+
+def test_iwae_from_log_sums_by_hand():
+  w = np.array([[1.0, 3.0], [2.0, 2.0]])  # two points, K = 2
+  for xp in (np, jnp):
+    log_p, se = objectives.iwae_from_log_sums(xp.log(xp.asarray(w.sum(1))), xp.log(xp.asarray((w**2).sum(1))), 2)
+    np.testing.assert_allclose(log_p, np.log([2.0, 2.0]), rtol=1e-6)
+    np.testing.assert_allclose(se, [np.std([1.0, 3.0], ddof=1) / np.sqrt(2) / 2.0, 0.0], rtol=1e-6, atol=1e-7)
+  _, se = objectives.iwae_from_log_sums(np.zeros(3), np.zeros(3), 1)
+  assert np.all(np.isnan(se))
+
+
 # --- vae_loss ----------------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from experiments import pinwheel
 from experiments.runner import checkpointing
 from experiments.runner import config as config_lib
 from experiments.runner import devices
+from experiments.runner import evaluation
 from experiments.runner import run as run_lib
 from experiments.runner import sweep
 from experiments.runner import training
@@ -71,6 +72,26 @@ def test_periodic_evaluation_every_n_epochs(tmp_path):
 def test_progress_lines_scale_with_the_run(tmp_path):
   _train(runs.config(steps=40, **{"train.log_every_steps": 0}), tmp_path)
   assert runs.rows(tmp_path) == list(range(2, 41, 2))                    # about 20 lines, not one per 500 steps
+
+
+def test_evaluation_parts_log_a_handful_of_progress_lines_with_an_eta(monkeypatch, caplog):
+  clock = {"now": 1000.0}
+  monkeypatch.setattr(evaluation.time, "time", lambda: clock["now"])
+
+  def part(progress):  # 10 s of compilation, then 100 calls of 2 s each
+    clock["now"] += 10
+    for i in range(1, 101):
+      clock["now"] += 2
+      progress(i * 10, 1000)
+    return "result"
+
+  parts = evaluation.Parts()
+  with caplog.at_level("INFO"):
+    assert parts("encoding", part) == "result"
+  lines = [r.getMessage() for r in caplog.records if "encoding:" in r.getMessage()]
+  assert 3 <= len(lines) <= 6, lines
+  assert lines[0] == "  encoding: 30/1000 (3%), ETA 0:03:14"              # 97 calls left at 2 s each
+  assert parts.seconds["encoding"] == 210
 
 
 def test_workdir_with_other_config_is_refused_then_moved_aside(tmp_path):

@@ -33,9 +33,8 @@ def beta_vae_score(data: utils.FactorData, representation_fn: utils.Representati
 
   def samples(num):
     features, labels = [], []
-    chunk = max(1, utils.MAX_POINTS_PER_CALL // (2 * batch_size))
-    for done in range(0, num, chunk):
-      ks, factors = utils.sample_votes(rng, sizes, min(chunk, num - done), batch_size, 2)
+    for group in utils.vote_groups(num, 2 * batch_size):
+      ks, factors = utils.sample_votes(rng, sizes, group, batch_size, 2)
       votes_index = np.arange(len(ks))
       factors[votes_index, 1, :, ks] = factors[votes_index, 0, :, ks]
       z = utils.encode_factors(data, representation_fn, factors.reshape(-1, len(sizes)), rng)

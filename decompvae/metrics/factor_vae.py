@@ -41,9 +41,8 @@ def factor_vae_score(data: utils.FactorData, representation_fn: utils.Representa
 
   def votes(num_votes):
     counts = np.zeros((len(sizes), codes.shape[1]), dtype=np.int64)
-    chunk = max(1, utils.MAX_POINTS_PER_CALL // batch_size)
-    for done in range(0, num_votes, chunk):
-      ks, factors = utils.sample_votes(rng, sizes, min(chunk, num_votes - done), batch_size, 1)
+    for group in utils.vote_groups(num_votes, batch_size):
+      ks, factors = utils.sample_votes(rng, sizes, group, batch_size, 1)
       factors = factors[:, 0]
       votes_index = np.arange(len(ks))
       factors[votes_index, :, ks] = factors[votes_index, :1, ks]

@@ -1,5 +1,6 @@
 """Shared pieces of the metrics: seeding, ground-truth sampling as disentanglement_lib does it, discretisation, MI."""
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from typing import Protocol
 
 import numpy as np
@@ -8,8 +9,11 @@ from sklearn import metrics as sk_metrics
 Rng = np.random.RandomState | np.random.Generator
 RepresentationFn = Callable[[np.ndarray], np.ndarray]
 
-# Largest number of observations handed to a representation function at once (64 MiB of dSprites images).
+# Number of observations handed to a representation function at once (64 MiB of dSprites images).
 MAX_POINTS_PER_CALL = 4096
+# Votes are drawn, rendered and encoded in groups of at most this many observations (memory stays bounded:
+# 40 MiB of factors and of float32 codes with 10 dimensions).
+MAX_POINTS_PER_GROUP = 1 << 20
 
 
 class FactorData(Protocol):
@@ -85,18 +89,50 @@ def sample_votes(rng: Rng, factor_sizes: np.ndarray, num_votes: int, batch_size:
   return draws[:, 0], factors
 
 
+def vote_groups(num_votes: int, points_per_vote: int) -> list[int]:
+  """Sizes of the groups of votes drawn and encoded together: each at most `MAX_POINTS_PER_GROUP` points.
+
+  With observations that draw no random numbers (dSprites, `CodeTable`) the grouping changes nothing: the
+  generator's stream is that of disentanglement_lib's vote-by-vote loop whatever the group sizes.
+  """
+  per_group = max(1, MAX_POINTS_PER_GROUP // points_per_vote)
+  return [min(per_group, num_votes - done) for done in range(0, num_votes, per_group)]
+
+
 def encode_factors(data: FactorData, representation_fn: RepresentationFn | None, factors_MxK: np.ndarray,
                    rng: Rng) -> np.ndarray:
-  """[M, D]: codes of observations of the given factors, rendered and encoded in batches.
+  """[M, D]: codes of observations of the given factors, rendered and encoded in calls of a fixed size.
+
+  The observations are rendered in chunks of `MAX_POINTS_PER_CALL` rows, in order (so `rng` is used as by one
+  loop over the chunks), and each chunk goes to `representation_fn` in one call. Every call has the same
+  number of observations, min(M, MAX_POINTS_PER_CALL): the last chunk is padded with copies of its last
+  observation and their codes are dropped, so a jitted representation compiles once. While a chunk is being
+  encoded, a worker thread renders the next one. Without a representation function the observations are the
+  codes, looked up chunk by chunk.
 
   The codes keep the representation's dtype: disentanglement_lib computes its statistics in that dtype (float32
   for most encoders), and so do the metrics here, to give the same numbers.
   """
-  encode = representation_fn or (lambda x: x)
+  factors = np.asarray(factors_MxK)
+  size = min(MAX_POINTS_PER_CALL, len(factors))
+  chunks = [factors[start:start + size] for start in range(0, len(factors), size)]
+
+  def render(chunk):
+    return data.sample_observations_from_factors(chunk, rng)
+
+  if representation_fn is None:
+    return check_codes(np.concatenate([np.asarray(render(chunk)) for chunk in chunks]), "representations")
   codes = []
-  for start in range(0, len(factors_MxK), MAX_POINTS_PER_CALL):
-    observations = data.sample_observations_from_factors(factors_MxK[start:start + MAX_POINTS_PER_CALL], rng)
-    codes.append(np.asarray(encode(observations)))
+  with futures.ThreadPoolExecutor(max_workers=1) as renderer:
+    pending = renderer.submit(render, chunks[0])
+    for i in range(len(chunks)):
+      observations = np.asarray(pending.result())
+      if i + 1 < len(chunks):
+        pending = renderer.submit(render, chunks[i + 1])
+      num = len(observations)
+      if num < size:
+        observations = np.concatenate([observations, np.repeat(observations[-1:], size - num, axis=0)])
+      codes.append(np.asarray(representation_fn(observations))[:num])
   return check_codes(np.concatenate(codes), "representations")
 
 
