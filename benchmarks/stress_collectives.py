@@ -24,12 +24,14 @@ A run is `ok` (exit 0), `abort` (killed by a signal, or XLA's rendezvous termina
 after `--timeout_s` with a rendezvous reported stuck), `timeout` (killed after `--timeout_s`, only slow) or
 `error` (any other failure). One JSON line per run, then a summary with the counts (per limit when
 `--max_in_flight` is given) and, for `bench`, the images/s of the ok runs. `--out_dir` keeps every run's
-output (default: a temporary directory, named in the summary).
+output (default: a temporary directory, named in the summary). `train` runs also report their training
+rate (the median steps/s of their progress lines after the first).
 """
 
 import collections
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -103,6 +105,12 @@ def _images_per_s(output: str) -> float | None:
   return None
 
 
+def _steps_per_s(output: str) -> float | None:
+  """The median training rate of the progress lines after the first (which includes compilation), if any."""
+  rates = [float(r) for r in re.findall(r"\| ([0-9.]+) steps/s", output)][1:]
+  return statistics.median(rates) if rates else None
+
+
 def _launch(i: int, log_dir: str, limit: int | None) -> dict:
   run_dir = os.path.join(log_dir, f"run{i:03d}")
   env = dict(os.environ)
@@ -125,16 +133,19 @@ def _finish(job: dict, returncode: int | None) -> dict:
     record["signal"] = signal.Signals(-returncode).name
   if FLAGS.mode == "bench":
     record["images_per_s"] = _images_per_s(output)
+  if FLAGS.mode == "train":
+    record["steps_per_s"] = _steps_per_s(output)
   return record
 
 
 def _counts(records: list[dict]) -> dict:
   counts = collections.Counter(r["outcome"] for r in records)
   summary = {"runs": len(records), **{k: counts.get(k, 0) for k in ("ok", "abort", "hang", "timeout", "error")}}
-  rates = [r["images_per_s"] for r in records if r.get("images_per_s")]
-  if rates:
-    summary["images_per_s"] = {"median": round(statistics.median(rates), 1), "min": round(min(rates), 1),
-                               "max": round(max(rates), 1), "all": [round(r, 1) for r in rates]}
+  for key in ("images_per_s", "steps_per_s"):
+    rates = [r[key] for r in records if r["outcome"] == "ok" and r.get(key)]
+    if rates:
+      summary[key] = {"median": round(statistics.median(rates), 1), "min": round(min(rates), 1),
+                      "max": round(max(rates), 1), "all": [round(r, 1) for r in rates]}
   return summary
 
 
