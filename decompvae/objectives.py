@@ -33,7 +33,7 @@ def beta_vae_objective(lpx_z: jax.Array, kl: jax.Array, *, beta) -> jax.Array:
     [B] objective values. Nothing is masked: a NaN or inf in the inputs stays in the output.
 
   References:
-    Higgins et al. (2017), "β-VAE"; Mathieu et al. (2019), Theorem 1 (SPEC §2).
+    Higgins et al. (2017), "β-VAE"; Mathieu et al. (2019), Theorem 1 (docs/science.md §2).
   """
   return lpx_z - beta * kl
 
@@ -58,7 +58,7 @@ def decomposition_objective(lpx_z: jax.Array, kl: jax.Array, reg: jax.Array, *, 
     α = 0 does not hide a non-finite `reg`; `vae_loss` skips the divergence when α is a Python 0).
 
   References:
-    Mathieu et al. (2019), the decomposition objective L_{α,β} (SPEC §1).
+    Mathieu et al. (2019), the decomposition objective L_{α,β} (docs/science.md §1).
   """
   return beta_vae_objective(lpx_z, kl, beta=beta) - alpha * reg
 
@@ -120,7 +120,7 @@ def vae_loss(variables, x_BxX: jax.Array, key: jax.Array, *, model, pz: distrax.
     ValueError: `divergence` is not one of DIVERGENCES.
 
   References:
-    Mathieu et al. (2019) (SPEC §1, §3); Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
+    Mathieu et al. (2019) (docs/science.md §1, §3); Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
   """
   if divergence not in DIVERGENCES:
     raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")

@@ -73,7 +73,7 @@ def gaussian_entropy(scale):
   return np.sum(0.5 * np.log(2 * np.pi * np.e * np.asarray(scale, np.float64) ** 2), -1)
 
 
-# --- Theorem 1 (SPEC §2) ---------------------------------------------------------------------------------
+# --- Theorem 1 (docs/science.md §2) ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("beta", [0.25, 1.0, 2.0, 5.0])
@@ -102,7 +102,7 @@ def test_theorem1_gaussian_prior(beta, sigma2):
 @pytest.mark.parametrize("beta", [0.5, 2.0])
 def test_theorem1_student_t_prior(beta):
   df, scale = 3.0, 1.5
-  df_beta = beta * (df + 1) - 1  # SPEC §2: f_β = Student-t(ν', 0, s'), s'² = ν s² / ν'
+  df_beta = beta * (df + 1) - 1  # docs/science.md §2: f_β = Student-t(ν', 0, s'), s'² = ν s² / ν'
   scale_beta = np.sqrt(df * scale**2 / df_beta)
   log_f_beta = np.log(integrate.quad(lambda z: stats.t.pdf(z, df, 0, scale) ** beta, -np.inf, np.inf)[0])
   grid = np.linspace(-20, 20, 41)
@@ -122,7 +122,7 @@ def test_theorem1_student_t_prior(beta):
   np.testing.assert_allclose(l_beta, elbo_annealed - (beta - 1) * lqz_x + log_f_beta, rtol=1e-4, atol=1e-4)
 
 
-# --- Rotation invariance (SPEC §2) ------------------------------------------------------------------------
+# --- Rotation invariance (docs/science.md §2) ------------------------------------------------------------------------
 
 
 def test_rotation_invariance_needs_an_isotropic_prior():
