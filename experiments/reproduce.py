@@ -281,30 +281,34 @@ def run_claim(name: str, budget: str, workdir: str, out: str, rows=()) -> tuple[
   return verdict, reasons
 
 
-_CLAIM = flags.DEFINE_enum("claim", None, [*CLAIMS, "all"], "The claim to reproduce.", required=True)
-_BUDGET = flags.DEFINE_enum("budget", "cpu", ["cpu", "paper"], "cpu: shortened runs (see docs/reproduction.md); "
-                            "paper: the authors' settings.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/reproduce", "Where the runs go (<budget>/<experiment>/<row>).")
-_OUT = flags.DEFINE_string("out", "reports/reproduction", "Where each claim's report goes (<claim>/).")
-_ROWS = flags.DEFINE_list("rows", [], "Only these rows of the claim (e.g. to run rows in parallel processes); "
-                          "the verdict is written when a command runs them all.")
+def define_flags() -> None:
+  """This command's flags, defined when it runs (so that importing the module beside other entry points,
+  which define --workdir too, defines nothing)."""
+  flags.DEFINE_enum("claim", None, [*CLAIMS, "all"], "The claim to reproduce.", required=True)
+  flags.DEFINE_enum("budget", "cpu", ["cpu", "paper"], "cpu: shortened runs (see docs/reproduction.md); "
+                    "paper: the authors' settings.")
+  flags.DEFINE_string("workdir", "workdirs/reproduce", "Where the runs go (<budget>/<experiment>/<row>).")
+  flags.DEFINE_string("out", "reports/reproduction", "Where each claim's report goes (<claim>/).")
+  flags.DEFINE_list("rows", [], "Only these rows of the claim (e.g. to run rows in parallel processes); "
+                    "the verdict is written when a command runs them all.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if flags.FLAGS.verbosity < 1:
+  f = flags.FLAGS
+  if f.verbosity < 1:
     writer_lib.quiet_console()
   devices.use_cpu_cores()
-  names = list(CLAIMS) if _CLAIM.value == "all" else [_CLAIM.value]
+  names = list(CLAIMS) if f.claim == "all" else [f.claim]
   try:
     for name in names:
-      verdict, reasons = run_claim(name, _BUDGET.value, os.path.abspath(_WORKDIR.value), _OUT.value,
-                                   tuple(_ROWS.value))
+      verdict, reasons = run_claim(name, f.budget, os.path.abspath(f.workdir), f.out, tuple(f.rows))
       logging.info("Claim %s: %s\n  %s", name, verdict, "\n  ".join(reasons))
   except RunError as e:
     sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
