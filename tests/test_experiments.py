@@ -40,15 +40,15 @@ def _eval_means(workdir, c):
   data = training.load_data(task, c, None)
   rows = data.eval.storage if data.eval.indices is None else data.eval.storage[data.eval.indices]
   run = run_lib.make_run(task, c, data)
-  qz_x, _ = run.model.encode(run.variables(state), data.eval.decode(rows), train=False)
-  return np.asarray(qz_x.mean()), data
+  encode = jax.jit(lambda variables, x: run.model.encode(variables, x, train=False)[0].mean())
+  return np.asarray(encode(run.variables(state), data.eval.decode(rows))), data
 
 
 # Small-protocol versions of disentanglement_lib's suite: the same functions, so the summary can be checked
 # against direct calls in seconds (the default sizes are measured by benchmarks/bench_eval.py).
 _SMALL_SUITE = {"factor_vae": functools.partial(metrics.factor_vae_score, num_train=200, num_eval=100,
                                                 num_variance_estimate=500),
-                "beta_vae": functools.partial(metrics.beta_vae_score, num_train=200, num_eval=100),
+                "beta_vae": functools.partial(metrics.beta_vae_score, batch_size=16, num_train=200, num_eval=100),
                 "mig": functools.partial(metrics.mig, num_train=500),
                 "dci": functools.partial(metrics.dci, num_train=300, num_test=150),
                 "sap": functools.partial(metrics.sap, num_train=300, num_test=150),
@@ -82,8 +82,10 @@ def test_dsprites_summary_holds_every_metric_under_its_own_name(tmp_path, monkey
 def test_dsprites_heldout_suite_equals_encoding_the_sampled_images(tmp_path, monkeypatch):
   # A held-out split: the suite looks the sampled images' codes up in a CodeTable of the whole grid (the
   # evaluation points' means plus the training images' encoded once), which gives exactly the numbers of
-  # rendering and encoding each sampled image again.
-  monkeypatch.setattr(dsprites, "STANDARD_METRICS", _SMALL_SUITE)
+  # rendering and encoding each sampled image again. (DCI is left out: it reads the same sampled codes as the
+  # others, and its 100 boosting stages cost seconds of Python each time.)
+  suite = {family: metric for family, metric in _SMALL_SUITE.items() if family != "dci"}
+  monkeypatch.setattr(dsprites, "STANDARD_METRICS", suite)
   c = runs.config("dsprites", steps=2, **{"train.num_devices": 1, "eval.standard_metrics": True,
                                           "data.max_examples": 0, "data.heldout_fraction": 0.25})
   m = training.train_and_evaluate(dsprites.TASK, c, str(tmp_path))["metrics"]
@@ -92,7 +94,7 @@ def test_dsprites_heldout_suite_equals_encoding_the_sampled_images(tmp_path, mon
   assert data.eval.num_examples == round(0.25 * data.ground_truth.num_examples)
   run = run_lib.make_run(dsprites.TASK, c, data)
   encoder = jax.jit(lambda x: run.model.encode(run.variables(state), x, train=False)[0].mean())
-  for family, metric in _SMALL_SUITE.items():
+  for family, metric in suite.items():
     for key, value in metric(data.ground_truth, lambda x: np.asarray(encoder(x)), random_state=0).items():
       assert m[f"test/{family}/{key}"] == value, (family, key)
 
@@ -175,9 +177,9 @@ def test_bad_input_gets_one_clear_error_and_blocks_nothing(tmp_path):
       (["--prior=gaussian"], "mixture|isotropic"),
       (["--divergence=wasserstein"], "mmd_dim"),
       (["--cpu_devices=0"], "--cpu_devices=0: 0 is not a positive integer"),
-      (["--steps=-1"], "optim.num_steps=-1: must be >= 0"),
-      (["--beta=-1", "--alpha=-1"], "objective.beta=-1.0: must be a finite number >= 0"),
-      (["--latent_dim=0"], "model.latent_dim=0: must be a positive integer"),
+      (["--steps=-1", "--beta=-1", "--alpha=-1", "--latent_dim=0"],   # every bad setting, in one message
+       ("optim.num_steps=-1: must be >= 0", "objective.beta=-1.0: must be a finite number >= 0",
+        "objective.alpha=-1.0: must be a finite number >= 0", "model.latent_dim=0: must be a positive integer")),
       (["--config.optim.batch_sise=3"], 'Did you mean "batch_size"'),
       (["--sweep.beta=1,x"], "--sweep.beta must be comma-separated numbers"),
       (["--latent_dim=3"], "the default (pinwheel) means need latent_dim=2"),
@@ -185,7 +187,8 @@ def test_bad_input_gets_one_clear_error_and_blocks_nothing(tmp_path):
   for args, message in cases:
     r = _cli("experiments.pinwheel", "--smoke", workdir, *args)
     assert r.returncode != 0, args
-    assert message in r.stderr, (args, r.stderr[-2000:])
+    for part in (message,) if isinstance(message, str) else message:
+      assert part in r.stderr, (args, r.stderr[-2000:])
     assert "Traceback" not in r.stderr, (args, r.stderr[-2000:])
   r = _cli("experiments.pinwheel", "--smoke", "--steps=2", workdir)     # the corrected command goes ahead
   assert r.returncode == 0, r.stderr[-2000:]
@@ -239,8 +242,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 
 def test_evaluate_command_takes_eval_overrides_only(tmp_path):
-  r = _cli("experiments.pinwheel", "--smoke", "--steps=2", f"--workdir={tmp_path}")
-  assert r.returncode == 0, r.stderr[-2000:]
+  training.train_and_evaluate(runs.TASKS["pinwheel"], runs.config(steps=2), str(tmp_path))
   r = _cli("experiments.evaluate", f"--workdir={tmp_path}", "--config.eval.iwae_samples=4")
   assert r.returncode == 0, r.stderr[-2000:]
   assert json.loads((tmp_path / "summary.json").read_text())["config"]["eval"]["iwae_samples"] == 4

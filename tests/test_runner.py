@@ -217,14 +217,14 @@ def test_checkpoints_by_wall_time(tmp_path, monkeypatch, kind):
 
 @pytest.mark.parametrize("vectorise", [True, False])
 def test_sweep_member_equals_solo_run(tmp_path, monkeypatch, vectorise):
-  # Vectorised (the GPU/TPU program: 2 steps per call in a lax.scan, members vmapped, 2 per device), or on
+  # Vectorised (the GPU/TPU program: 2 steps per call in a lax.scan, 4 members vmapped, 2 per device), or on
   # CPU one member after another, each an ordinary data-parallel run over both devices.
-  fused = {}
+  fused, betas = {}, "0,1"
   if vectorise:
     monkeypatch.setattr(devices, "on_cpu", lambda: False)
-    fused = {"train.steps_per_call": 2}
+    fused, betas = {"train.steps_per_call": 2}, "0,1,2,3"
   base = runs.config(steps=4, **{"train.num_devices": 2}, **fused)
-  members = sweep.members(base, _sweep(beta="0,1,2,3"))
+  members = sweep.members(base, _sweep(beta=betas))
   training.train_sweep(TASK, base, members, str(tmp_path / "sweep"), vectorise=vectorise)
   solo = runs.config(steps=4, **{"objective.beta": 1.0}, **fused)
   _train(solo, tmp_path / "solo")

@@ -37,7 +37,7 @@ def test_first_step_is_amsgrad_sign_update():
   state, step, x = _setup()
   key = jax.random.key(2)
   new, metrics = jax.jit(functools.partial(step, beta=1.0, alpha=0.0))(state, x, key)
-  grads = jax.grad(lambda p: _loss(step, state, p, x, key))(state.params)
+  grads = jax.jit(jax.grad(lambda p: _loss(step, state, p, x, key)))(state.params)
   expected = jax.tree.map(lambda p, g: p - LR * g / (np.abs(g) + 1e-8), state.params, grads)
   for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -205,11 +205,14 @@ def aggregate_posterior_modes(loc_NxD: np.ndarray, scale_NxD: np.ndarray, *, res
   scale = np.sqrt(np.square(scale) + resolution ** 2)
   margin = 3.0 * scale.max()
   axes = [np.linspace(loc[:, d].min() - margin, loc[:, d].max() + margin, grid_size) for d in range(2)]
-  log_q = None
-  for d, grid in enumerate(axes):   # log N(z_d; μ_nd, σ_nd²) on each axis: [N, G]
-    term = stats.norm.logpdf(grid[None, :], loc[:, d:d + 1], scale[:, d:d + 1])
-    log_q = term[:, :, None] if log_q is None else log_q + term[:, None, :]
-  density = np.exp(special.logsumexp(log_q, axis=0) - special.logsumexp(log_q, axis=0).max())
+  # log N(z_d; μ_nd, σ_nd²) on each axis, [N, G]. Each term of q factorises over the axes, so on the grid
+  # q[i, j] ∝ Σ_n w_n A[n, i] B[n, j]: one matrix product, with every row scaled by its maximum (A, B ≤ 1) and
+  # w_n = exp(max_i a_ni + max_j b_nj), relative to the largest, so that nothing that matters underflows.
+  a, b = (stats.norm.logpdf(grid[None, :], loc[:, d:d + 1], scale[:, d:d + 1]) for d, grid in enumerate(axes))
+  a_max, b_max = a.max(axis=1, keepdims=True), b.max(axis=1, keepdims=True)
+  w = np.exp(a_max + b_max - np.max(a_max + b_max))
+  density = (np.exp(a - a_max) * w).T @ np.exp(b - b_max)
+  density /= density.max()
   padded = np.pad(density, 1, constant_values=-np.inf)
   neighbours = np.stack([padded[1 + dy:1 + dy + grid_size, 1 + dx:1 + dx + grid_size]
                          for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])

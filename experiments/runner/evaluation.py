@@ -98,9 +98,17 @@ class Evaluation:
   def _encode(self):
     return jax.jit(lambda state, x: self.run.model.encode(self.run.variables(state), x, train=False)[0].mean())
 
+  @functools.cached_property
+  def _decode(self):
+    return jax.jit(lambda state, z: self.run.model.decode(self.run.variables(state), z, train=False)[0].mean())
+
   def encoder_means(self, x) -> np.ndarray:
     """E[z|x] of a batch of observations (numpy or jax), as numpy: a representation function (figures)."""
     return np.asarray(self._encode(self.state, jnp.asarray(x, jnp.float32)))
+
+  def decoder_means(self, z) -> np.ndarray:
+    """E[x|z] of a batch of latent codes (numpy or jax), as numpy (figures)."""
+    return np.asarray(self._decode(self.state, jnp.asarray(z, jnp.float32)))
 
   def dataset_means(self, dataset: pipeline.DeviceDataset, what: str) -> np.ndarray:
     """E[z|x] of every example of a device-resident dataset (`inference.encode_means`), as a logged part."""

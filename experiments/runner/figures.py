@@ -3,7 +3,6 @@
 import os
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
@@ -14,23 +13,23 @@ NUM_IMAGES = 8
 TRAVERSAL_STEPS = 7
 
 
-def _decode_mean(ev, z):
-  px_z, _ = ev.run.model.decode(ev.run.variables(ev.state), jnp.asarray(z, jnp.float32), train=False)
-  return np.asarray(px_z.mean())
-
-
 def image_grid(images_RxCxHxW: np.ndarray, path: str, title: str, row_labels=None) -> str:
-  """Saves a grid of grey images, one row per first index; returns `path`."""
-  rows, cols = images_RxCxHxW.shape[:2]
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), squeeze=False)
-  for r in range(rows):
-    for col in range(cols):
-      ax = axes[r, col]
-      ax.imshow(images_RxCxHxW[r, col], cmap="gray", vmin=0.0, vmax=1.0)
-      ax.set_xticks([]), ax.set_yticks([])
-    if row_labels is not None:
-      axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
-  fig.suptitle(title, fontsize=9)
+  """Saves a grid of grey images, one row per first index, as one picture with grey gaps; returns `path`.
+
+  (One image rather than R × C subplots: a 50-dimension traversal draws in a fraction of a second.)
+  """
+  rows, cols, h, w = images_RxCxHxW.shape
+  gap = 1
+  padded = np.pad(images_RxCxHxW, ((0, 0), (0, 0), (0, gap), (0, gap)), constant_values=0.5)
+  canvas = padded.transpose(0, 2, 1, 3).reshape(rows * (h + gap), cols * (w + gap))[:-gap, :-gap]
+  fig, ax = plt.subplots(figsize=(cols * 0.9, rows * 0.9 + 0.4))
+  ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+  ax.set_xticks([])
+  ax.set_yticks(np.arange(rows) * (h + gap) + (h - 1) / 2 if row_labels is not None else [],
+                row_labels if row_labels is not None else [], fontsize=7)
+  for spine in ax.spines.values():
+    spine.set_visible(False)
+  ax.set_title(title, fontsize=9)
   fig.savefig(path, dpi=100, bbox_inches="tight")
   plt.close(fig)
   return path
@@ -45,14 +44,14 @@ def sample_images(ev, num: int = NUM_IMAGES) -> np.ndarray:
 
 
 def reconstructions(ev, x, directory: str) -> str:
-  recon = _decode_mean(ev, ev.encoder_means(x))
+  recon = ev.decoder_means(ev.encoder_means(x))
   return image_grid(np.stack([x[..., 0], recon[..., 0]]), os.path.join(directory, "reconstructions.png"),
                     "data (top) and reconstructions from E[z|x]")
 
 
 def prior_samples(ev, directory: str) -> str:
   z = ev.run.pz(ev.state).sample(seed=jax.random.key(ev.run.config.seed), sample_shape=(2, NUM_IMAGES))
-  return image_grid(_decode_mean(ev, z)[..., 0], os.path.join(directory, "prior_samples.png"),
+  return image_grid(ev.decoder_means(z)[..., 0], os.path.join(directory, "prior_samples.png"),
                     "decoded samples z ~ p(z)")
 
 
@@ -64,7 +63,7 @@ def traversals(ev, x, directory: str) -> str:
   offsets = np.linspace(-2.0, 2.0, TRAVERSAL_STEPS)
   z = np.repeat(z0[None, None], d, 0).repeat(TRAVERSAL_STEPS, 1)
   z[np.arange(d), :, np.arange(d)] = z0[:, None] + offsets[None] * std[:, None]
-  return image_grid(_decode_mean(ev, z)[..., 0], os.path.join(directory, "traversals.png"),
+  return image_grid(ev.decoder_means(z)[..., 0], os.path.join(directory, "traversals.png"),
                     "latent traversals (rows: dimensions, ±2 prior std)", row_labels=[f"z{i}" for i in range(d)])
 
 
