@@ -1,4 +1,7 @@
 """Tests of disentanglement_lib's metric suite: known answers, hand computations, random streams, edge cases."""
+import functools
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -226,3 +229,19 @@ def test_degenerate_inputs_raise_clear_errors():
     metrics.factor_vae_score(FactorsAsObservations(), batch_size=1)
   with pytest.raises(ValueError, match="num_train must be at least 1"):
     metrics.beta_vae_score(FactorsAsObservations(), num_train=0)
+
+
+def test_an_unconverged_logistic_regression_is_one_line_not_sklearns_warning(monkeypatch):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300, 3))
+  y = (x[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model = utils.fit_logistic_regression(x, y, "BetaVAE score")          # converges: nothing to say
+    assert not caught and model.score(x, y) > 0.8
+    monkeypatch.setattr(utils.linear_model, "LogisticRegression",
+                        functools.partial(utils.linear_model.LogisticRegression, max_iter=2))
+    utils.fit_logistic_regression(x, y, "BetaVAE score")
+  assert [(w.category, str(w.message)) for w in caught] == [
+      (RuntimeWarning, "BetaVAE score: the logistic regression stopped at scikit-learn's default max_iter=2 "
+                       "before converging, as in disentanglement_lib's protocol")]

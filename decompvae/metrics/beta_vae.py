@@ -1,6 +1,5 @@
 """BetaVAE disentanglement score with disentanglement_lib's protocol and random stream."""
 import numpy as np
-from sklearn import linear_model
 
 from decompvae.metrics import utils
 
@@ -44,8 +43,8 @@ def beta_vae_score(data: utils.FactorData, representation_fn: utils.Representati
     return np.concatenate(features).astype(np.float64), np.concatenate(labels)
 
   train_x, train_y = samples(num_train)
-  # lbfgs (the default solver) draws no random numbers, so any fixed seed gives disentanglement_lib's model.
-  model = linear_model.LogisticRegression(random_state=0).fit(train_x, train_y)
+  # lbfgs (the default solver) draws no random numbers: no seed is needed for disentanglement_lib's model.
+  model = utils.fit_logistic_regression(train_x, train_y, "BetaVAE score")
   train_accuracy = float(np.mean(model.predict(train_x) == train_y))
   eval_x, eval_y = samples(num_eval)
   return {"train_accuracy": train_accuracy, "eval_accuracy": float(model.score(eval_x, eval_y))}

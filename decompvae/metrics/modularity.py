@@ -1,6 +1,6 @@
 """Modularity and explicitness (Ridgeway & Mozer) as disentanglement_lib defines them."""
 import numpy as np
-from sklearn import linear_model, metrics, preprocessing
+from sklearn import metrics, preprocessing
 
 from decompvae.metrics import utils
 
@@ -51,7 +51,7 @@ def modularity_explicitness_from_codes(z_train: np.ndarray, y_train: np.ndarray,
 
 
 def _roc_auc_train_test(x_train, y_train, x_test, y_test):
-  model = linear_model.LogisticRegression().fit(x_train, y_train)
+  model = utils.fit_logistic_regression(x_train, y_train, "explicitness")
   binarizer = preprocessing.MultiLabelBinarizer()
   return [metrics.roc_auc_score(binarizer.fit_transform(y[:, None]), model.predict_proba(x))
           for x, y in ((x_train, y_train), (x_test, y_test))]

@@ -2,8 +2,11 @@
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Protocol
+import warnings
 
 import numpy as np
+from sklearn import exceptions as sk_exceptions
+from sklearn import linear_model
 from sklearn import metrics as sk_metrics
 
 Rng = np.random.RandomState | np.random.Generator
@@ -196,3 +199,20 @@ class CodeTable:
   def sample_observations_from_factors(self, factors: np.ndarray, rng: Rng) -> np.ndarray:
     del rng  # one code per combination: nothing to draw
     return self._z[np.ravel_multi_index(tuple(np.asarray(factors).T), self.factor_sizes)]
+
+
+def fit_logistic_regression(x: np.ndarray, y: np.ndarray, metric: str):
+  """scikit-learn's default `LogisticRegression` fitted to (x, y), as disentanglement_lib's protocol fits it.
+
+  At its default 100 lbfgs iterations the fit often stops before converging on codes (disentanglement_lib
+  keeps that setting, so do we). scikit-learn's seven-line ConvergenceWarning for each fit becomes one line
+  naming the metric, shown once per process by Python's default filter.
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", sk_exceptions.ConvergenceWarning)
+    model = linear_model.LogisticRegression().fit(x, y)
+  if np.any(model.n_iter_ >= model.max_iter):
+    warnings.warn(f"{metric}: the logistic regression stopped at scikit-learn's default max_iter="
+                  f"{model.max_iter} before converging, as in disentanglement_lib's protocol", RuntimeWarning,
+                  stacklevel=2)
+  return model
