@@ -11,19 +11,23 @@ import numpy as np
 
 NUM_IMAGES = 8
 TRAVERSAL_STEPS = 7
+GAP_COLOUR = (0.35, 0.55, 0.85)   # between the images of a grid: apart from any grey
 
 
 def image_grid(images_RxCxHxW: np.ndarray, path: str, title: str, row_labels=None) -> str:
-  """Saves a grid of grey images, one row per first index, as one picture with grey gaps; returns `path`.
+  """Saves a grid of grey images (values in [0, 1]), one row per first index, as one picture with coloured
+  gaps between the images; returns `path`.
 
   (One image rather than R × C subplots: a 50-dimension traversal draws in a fraction of a second.)
   """
   rows, cols, h, w = images_RxCxHxW.shape
   gap = 1
-  padded = np.pad(images_RxCxHxW, ((0, 0), (0, 0), (0, gap), (0, gap)), constant_values=0.5)
+  padded = np.pad(np.clip(images_RxCxHxW, 0.0, 1.0), ((0, 0), (0, 0), (0, gap), (0, gap)),
+                  constant_values=np.nan)
   canvas = padded.transpose(0, 2, 1, 3).reshape(rows * (h + gap), cols * (w + gap))[:-gap, :-gap]
+  rgb = np.where(np.isnan(canvas)[..., None], GAP_COLOUR, np.repeat(canvas[..., None], 3, axis=-1))
   fig, ax = plt.subplots(figsize=(cols * 0.9, rows * 0.9 + 0.4))
-  ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+  ax.imshow(rgb, interpolation="nearest")
   ax.set_xticks([])
   ax.set_yticks(np.arange(rows) * (h + gap) + (h - 1) / 2 if row_labels is not None else [],
                 row_labels if row_labels is not None else [], fontsize=7)
