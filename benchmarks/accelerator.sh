@@ -9,7 +9,8 @@
 #   train_speed.json        images/s of the one-step loop, the fused loop, an 8-member sweep, Fashion-MNIST.
 #
 # The machine has jax, flax, optax, orbax, chex and absl but not distrax, tfp-nightly or ml_collections, and
-# cannot download; carry them as Python 3.12 wheels. Here, once:   bash benchmarks/accelerator.sh wheels
+# cannot download; carry them as Python 3.12 wheels (numba's llvmlite alone is 57 MB, over the carry limit: without
+# numba, DCI's sort simulation runs in Python, ~2x slower DCI). Here, once:   bash benchmarks/accelerator.sh wheels
 # There (device tool, carry [".whl"]):                            bash benchmarks/accelerator.sh
 # A CPU dry run of the whole script:                              SMOKE=1 bash benchmarks/accelerator.sh
 set -uo pipefail

@@ -13,12 +13,24 @@ does:
 * a segment of more than 15 elements with no budget left is heap-sorted;
 * a segment of at most 15 elements is insertion-sorted, which is stable.
 
-Segments are independent, so they are sorted from a stack in any order. On Python lists this takes ~30 ms for
-10,000 values (an array-operation version, all segments of a depth at once, was slower at every size measured).
+Segments are independent, so they are sorted from a stack in any order. The loops are compiled by numba (they
+only compare and move values, so they are exact on any CPU) and release the GIL, so DCI's threads sort in
+parallel: ~0.3 ms for 10,000 values with many ties, against ~4 ms for the same loops in Python on lists, which
+is what runs where numba is not installed (array operations over all segments of a depth at once were slower
+still; BUILD_NOTES.md, "Evaluation speed").
 """
 import numpy as np
 
+try:
+  import numba
+except ImportError:   # e.g. an accelerator host without it: the same loops run in Python, on lists
+  numba = None
+
 _SMALL = 15   # segments this short are insertion-sorted
+
+
+def _compiled(fn):
+  return numba.njit(nogil=True, cache=True)(fn) if numba is not None else fn
 
 
 def simultaneous_sort(values: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -36,28 +48,62 @@ def simultaneous_sort(values: np.ndarray, samples: np.ndarray) -> np.ndarray:
   if n <= 1:
     return samples.copy()
   budget = 2 * (n.bit_length() - 1)   # 2 * (intp)log2(n), exact for integers
-  # float32 values compare alike as Python floats (exact conversion)
-  return _sort_lists(np.asarray(values, dtype=np.float32).tolist(), samples.tolist(), budget, samples.dtype)
+  if numba is None:   # float32 values compare alike as Python floats (exact conversion)
+    s = samples.tolist()
+    _sort(np.asarray(values, dtype=np.float32).tolist(), s, budget)
+    return np.array(s, dtype=samples.dtype)
+  s = samples.astype(np.int64)
+  _sort(np.array(values, dtype=np.float32), s, budget)
+  return s.astype(samples.dtype)
 
 
-def _sort_lists(v, s, budget, dtype):
-  """The sort of `simultaneous_sort` on lists: values v and samples s, in place; returns s as an array."""
-  stack = [(0, len(v), budget)]
+@_compiled
+def _heapsort(v, s, lo, n):
+  """Heap sort of v[lo:lo + n] (and s alike): sift-down heapify from the last parent, then the maximum to the end."""
+  for root in range((n - 2) // 2, -1, -1):
+    _sift(v, s, lo, root, n)
+  for end in range(n - 1, 0, -1):
+    v[lo], v[lo + end] = v[lo + end], v[lo]
+    s[lo], s[lo + end] = s[lo + end], s[lo]
+    _sift(v, s, lo, 0, end)
+
+
+@_compiled
+def _sift(v, s, lo, root, end):
+  while True:
+    child, largest = 2 * root + 1, root
+    if child < end and v[lo + largest] < v[lo + child]:
+      largest = child
+    if child + 1 < end and v[lo + largest] < v[lo + child + 1]:
+      largest = child + 1
+    if largest == root:
+      return
+    i, j = lo + root, lo + largest
+    v[i], v[j] = v[j], v[i]
+    s[i], s[j] = s[j], s[i]
+    root = largest
+
+
+@_compiled
+def _sort(v, s, budget):
+  """The sort of `simultaneous_sort`, in place on values v and samples s (float32 and int64 arrays, or lists)."""
+  stack = [(0, len(v), budget)]   # pending segments: (start, size, depth budget)
   while stack:
     lo, m, budget = stack.pop()
     while m > _SMALL:
       if budget <= 0:
-        values, items = v[lo:lo + m], s[lo:lo + m]
-        _heapsort_lists(values, items)
-        v[lo:lo + m], s[lo:lo + m] = values, items
+        _heapsort(v, s, lo, m)
         m = 0
         break
       budget -= 1
       a, b, c = v[lo], v[lo + m // 2], v[lo + m - 1]
-      pivot = (b if b < c else (c if a < c else a)) if a < b else ((a if a < c else c) if b < c else b)
+      if a < b:
+        pivot = b if b < c else (c if a < c else a)
+      else:
+        pivot = (a if a < c else c) if b < c else b
       i = low = lo
       high = lo + m
-      while i < high:
+      while i < high:   # Dijkstra's 3-way partition
         x = v[i]
         if x < pivot:
           v[i], v[low] = v[low], x
@@ -73,32 +119,10 @@ def _sort_lists(v, s, budget, dtype):
       stack.append((lo, low - lo, budget))
       m -= high - lo
       lo = high
-    if m > 1:   # insertion sort: stable
-      order = sorted(range(lo, lo + m), key=v.__getitem__)
-      v[lo:lo + m], s[lo:lo + m] = [v[k] for k in order], [s[k] for k in order]
-  return np.array(s, dtype=dtype)
-
-
-def _heapsort_lists(values, items):
-  """Heap sort of the lists in place: sift-down heapify from the last parent, then the maximum to the end."""
-  n = len(values)
-
-  def sift(root, end):
-    while True:
-      child, largest = 2 * root + 1, root
-      if child < end and values[largest] < values[child]:
-        largest = child
-      if child + 1 < end and values[largest] < values[child + 1]:
-        largest = child + 1
-      if largest == root:
-        return
-      values[root], values[largest] = values[largest], values[root]
-      items[root], items[largest] = items[largest], items[root]
-      root = largest
-
-  for root in range((n - 2) // 2, -1, -1):
-    sift(root, n)
-  for end in range(n - 1, 0, -1):
-    values[0], values[end] = values[end], values[0]
-    items[0], items[end] = items[end], items[0]
-    sift(0, end)
+    for k in range(lo + 1, lo + m):   # insertion sort (stable) of what is left, at most 15 elements
+      x, y = v[k], s[k]
+      j = k - 1
+      while j >= lo and v[j] > x:
+        v[j + 1], s[j + 1] = v[j], s[j]
+        j -= 1
+      v[j + 1], s[j + 1] = x, y
