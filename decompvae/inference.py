@@ -23,7 +23,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 from scipy import special
 
 from decompvae import divergences, objectives, parallel
@@ -95,11 +95,8 @@ def _call_size(size: int, mesh: Mesh | None) -> int:
 
 
 def _constrain(x, mesh: Mesh | None):
-  return x if mesh is None else jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(parallel.DATA_AXIS)))
-
-
-def _place(x, mesh: Mesh | None):
-  return jax.device_put(x) if mesh is None else jax.device_put(x, NamedSharding(mesh, P()))
+  """Inside jit, splits a call's examples over the mesh's 'data' axis (no mesh: as XLA chooses)."""
+  return parallel.constrain(x, None if mesh is None else parallel.batch_sharded(mesh))
 
 
 def _rows(dataset: pipeline.DeviceDataset, positions):
@@ -220,7 +217,7 @@ def elbo_terms(model, variables, pz: distrax.Distribution, dataset: pipeline.Dev
   mesh = _mesh_of(dataset, mesh)
   positions = select_examples(dataset.num_examples, num_examples, subset_seed)
   size = _call_size(min(batch_size, len(positions)), mesh)
-  padded = _place(_padded(positions, size), mesh)
+  padded = parallel.place(_padded(positions, size), mesh)
   terms = _elbo_fn(model, pz, mesh, size, analytic_kl)
   calls = [functools.partial(terms, variables, dataset, padded, start, key)
            for start in range(0, len(positions), size)]
@@ -292,7 +289,7 @@ def iwae_per_example(model, variables, pz: distrax.Distribution, dataset: pipeli
   chunk = parallel.largest_divisor(num_samples, images_per_call)
   size = _call_size(min(max(1, images_per_call // chunk), len(positions)), mesh)
   num_chunks = num_samples // chunk
-  padded = _place(_padded(positions, size), mesh)
+  padded = parallel.place(_padded(positions, size), mesh)
   log_sums = _iwae_fn(model, pz, mesh, size, chunk, num_samples)
   calls = [functools.partial(log_sums, variables, dataset, padded, start, c * chunk, key)
            for start in range(0, len(positions), size) for c in range(num_chunks)]

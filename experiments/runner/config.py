@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from decompvae import divergences
+from decompvae import inference
 from decompvae import priors
 from decompvae import vae
 from experiments.runner import task as task_lib
@@ -73,8 +74,8 @@ def make_config(task: task_lib.Task, prior: str | None = None, smoke: bool = Fal
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every_epochs = 0             # also evaluate every N epochs (0 = only at the end)
-  c.eval.iwae_samples = 100           # K of the IWAE marginal log-likelihood (0 = skip it); docs/science.md §3.6
-  c.eval.iwae_examples = 1000         # evaluation points (a seeded random subset) for the ELBO terms and IWAE
+  c.eval.iwae_samples = inference.IWAE_SAMPLES    # K of the IWAE log-likelihood (0 = skip it); docs/science.md §3.6
+  c.eval.iwae_examples = inference.IWAE_EXAMPLES  # evaluation points (a seeded random subset) for the ELBO and IWAE
   c.eval.figures = True
 
   task.preset(c)

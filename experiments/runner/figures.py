@@ -28,9 +28,9 @@ def image_grid(images_RxCxHxW: np.ndarray, path: str, title: str, row_labels=Non
   rgb = np.where(np.isnan(canvas)[..., None], GAP_COLOUR, np.repeat(canvas[..., None], 3, axis=-1))
   fig, ax = plt.subplots(figsize=(cols * 0.9, rows * 0.9 + 0.4))
   ax.imshow(rgb, interpolation="nearest")
+  labels = [] if row_labels is None else list(row_labels)
   ax.set_xticks([])
-  ax.set_yticks(np.arange(rows) * (h + gap) + (h - 1) / 2 if row_labels is not None else [],
-                row_labels if row_labels is not None else [], fontsize=7)
+  ax.set_yticks(np.arange(len(labels)) * (h + gap) + (h - 1) / 2, labels, fontsize=7)
   for spine in ax.spines.values():
     spine.set_visible(False)
   ax.set_title(title, fontsize=9)
