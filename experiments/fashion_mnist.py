@@ -12,14 +12,17 @@ Data: Debian's dataset-fashion-mnist files by default, --data_path=DIR for a dir
 import os
 
 import numpy as np
+from etils import epy
 
 from decompvae import data as data_lib
-from decompvae import metrics
 from decompvae.data import fashion_mnist as fashion_lib
 from decompvae.data import pipeline
 from experiments.runner import cli
 from experiments.runner import figures
 from experiments.runner import task as task_lib
+
+with epy.lazy_imports():   # scikit-learn and SciPy (~1 s) load at evaluation: a bad flag fails at once
+  from decompvae import metrics
 
 
 def preset(c) -> None:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from decompvae.data import DataError
 from decompvae.data import fashion_mnist
@@ -48,6 +49,22 @@ def test_read_idx(tmp_path, compress):
   out = idx_file.read_idx(tmp_path / "a")
   assert out.dtype == np.int32 and out.dtype.isnative
   np.testing.assert_array_equal(out, array)
+
+
+def _pil_resize(images, size):
+  """The reference: PIL's own bilinear resize, image by image (what torchvision's Resize calls)."""
+  return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
+                   for im in images])
+
+
+@pytest.mark.parametrize("shape, size", [((600, 28, 28), 32), ((40, 17, 23), 40), ((40, 40, 33), 16),
+                                         ((40, 28, 28), 28), ((40, 9, 64), 13), ((40, 30, 30), 7)])
+def test_resize_is_pils_bilinear_to_the_byte(shape, size):
+  rng = np.random.default_rng(sum(shape) + size)
+  images = rng.integers(0, 256, shape, dtype=np.uint8)
+  images[:20] = np.where(rng.random((20,) + shape[1:]) < 0.5, 0, 255)    # extremes: rounding and clipping
+  images[20] = 255
+  np.testing.assert_array_equal(fashion_mnist.resize(images, size), _pil_resize(images, size))
 
 
 def test_read_idx_refuses_bad_files(tmp_path):
@@ -111,4 +128,7 @@ def test_real_debian_files():
   for split, num in (("train", 60_000), ("test", 10_000)):
     data = fashion_mnist.load_fashion_mnist(split)
     assert data.images.shape == (num, 32, 32, 1)
+    if split == "test":
+      raw = idx_file.read_idx(pathlib.Path(fashion_mnist.DEBIAN_DIR) / "t10k-images-idx3-ubyte.gz")
+      np.testing.assert_array_equal(data.images[..., 0], _pil_resize(raw, 32))
     np.testing.assert_array_equal(np.bincount(data.labels, minlength=10), np.full(10, num // 10))

@@ -101,7 +101,7 @@ def test_dsprites_heldout_suite_equals_encoding_the_sampled_images(tmp_path, mon
 
 @pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="needs Debian's dataset-fashion-mnist")
 def test_fashion_mnist_summary_holds_sparsity(tmp_path):
-  c = runs.config("fashion_mnist", "sparse", steps=2, light_eval=False, **{"train.num_devices": 1})
+  c = runs.config("fashion_mnist", "sparse", steps=2, **{"train.num_devices": 1, "eval.figures": True})
   m = training.train_and_evaluate(runs.TASKS["fashion_mnist"], c, str(tmp_path))["metrics"]
   z_mean, data = _eval_means(tmp_path, c)
   np.testing.assert_allclose(m["test/sparsity/hoyer"], metrics.hoyer_sparsity(z_mean), rtol=1e-5)

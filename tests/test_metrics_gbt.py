@@ -2,6 +2,7 @@
 
 Run at every SIMD level numpy dispatches to by tests/simd_levels.sh.
 """
+import importlib
 import warnings
 
 import numpy as np
@@ -12,6 +13,8 @@ from sklearn import ensemble
 from decompvae import metrics
 from decompvae.metrics import _gbt
 from decompvae.metrics._gbt import boosting, environment, introsort, replay
+
+dci_lib = importlib.import_module("decompvae.metrics.dci")   # the module (its name is also the function's)
 
 
 def _codes_and_labels(seed, num_points, num_dims, num_classes, num_test=200):
@@ -152,7 +155,7 @@ def test_outside_the_verified_versions_dci_uses_sklearn(monkeypatch):
   y = np.stack([rng.randint(s, size=120) for s in (2, 3)], axis=1)
   z = np.concatenate([y + 0.3 * rng.randn(*y.shape), rng.randn(120, 1)], axis=1)
   with pytest.warns(RuntimeWarning, match="outside the range"):
-    ours = metrics.dci_from_codes(z[:80], y[:80], z[80:], y[80:])
+    ours = metrics.dci_from_codes(z[:80], y[:80], z[80:], y[80:], backend="fast")
   assert not called
   monkeypatch.setattr(sklearn, "__version__", "1.9.1")
   with warnings.catch_warnings():
@@ -186,11 +189,29 @@ def test_a_factor_needs_two_classes():
                            np.zeros((len(z_test), 2), dtype=int))
 
 
+@pytest.mark.parametrize("num_train, expected", [(dci_lib.AUTO_SKLEARN_BELOW - 1, "sklearn"),
+                                                 (dci_lib.AUTO_SKLEARN_BELOW, "fast")])
+def test_auto_backend_is_sklearn_below_the_crossover(monkeypatch, num_train, expected):
+  used = []
+  monkeypatch.setattr(_gbt, "fit_gbt_classifiers", lambda *args, **kwargs: used.append("fast") or _fake_fit(*args))
+  monkeypatch.setattr(dci_lib, "_fit_sklearn", lambda z, y, z_test: used.append("sklearn") or
+                      (np.ones(z.shape[1]), y, np.zeros(len(z_test), dtype=y.dtype)))
+  rng = np.random.RandomState(0)
+  y = np.stack([rng.randint(2, size=num_train + 10) for _ in range(2)], axis=1)
+  z = rng.randn(num_train + 10, 3)
+  metrics.dci_from_codes(z[:num_train], y[:num_train], z[num_train:], y[num_train:])
+  assert set(used) == {expected}
+
+
+def _fake_fit(z_train, factors, z_test, **_):
+  return np.ones((z_train.shape[1], factors.shape[1])), factors, np.zeros((len(z_test), factors.shape[1]), int)
+
+
 def test_dci_with_the_fast_classifier_equals_dci_with_sklearn():
   rng = np.random.RandomState(5)
   y = np.stack([rng.randint(s, size=450) for s in (2, 4, 7)], axis=1)
   z = np.concatenate([(y + 0.5 * rng.randn(*y.shape)) @ rng.randn(3, 3), rng.randn(len(y), 2)], axis=1)
-  fast = metrics.dci_from_codes(z[:300], y[:300], z[300:], y[300:])
+  fast = metrics.dci_from_codes(z[:300], y[:300], z[300:], y[300:], backend="fast")
   reference = metrics.dci_from_codes(z[:300], y[:300], z[300:], y[300:], backend="sklearn")
   assert fast.keys() == reference.keys()
   for key in reference:

@@ -30,8 +30,9 @@ def _launch(workdir, steps, *extra):
 
 
 def test_two_processes_train_a_sweep_checkpoint_and_resume(tmp_path):
-  # On CPU a sweep's members train in turn, each an ordinary run over both processes' devices.
-  outs = _launch(tmp_path, 4, "--sweep.beta=0,1")
+  # On CPU a sweep's members train in turn, each an ordinary run over both processes' devices. The first
+  # launch evaluates lightly (evaluation settings may change on resume); the second evaluates in full.
+  outs = _launch(tmp_path, 4, "--sweep.beta=0,1", "--config.eval.iwae_samples=0", "--config.eval.figures=False")
   assert "process 0/2" in outs[0] and "process 1/2" in outs[1]
   outs = _launch(tmp_path, 6, "--sweep.beta=0,1")       # the same command with more steps resumes each member
   assert outs[0].count("Resumed from step 4.") == 2, outs[0][-3000:]
@@ -41,4 +42,6 @@ def test_two_processes_train_a_sweep_checkpoint_and_resume(tmp_path):
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6]   # one writer: process 0 only
     with open(workdir / "summary.json") as f:
-      assert json.load(f)["step"] == 6
+      summary = json.load(f)
+    assert summary["step"] == 6 and summary["metrics"]["test/iwae_stderr"] > 0
+    assert os.path.getsize(workdir / "figures" / "aggregate_posterior.png") > 0

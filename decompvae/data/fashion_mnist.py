@@ -8,7 +8,6 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from PIL import Image
 
 from decompvae.data import idx_file
 from decompvae.data import tfds_source
@@ -28,23 +27,76 @@ _HOW_TO_GET = (f"Install the IDX files with `apt-get install dataset-fashion-mni
                "fetch it).")
 
 
+_RESIZE_CHUNK = 256          # images per product: the intermediates stay in cache
+_PRECISION_BITS = 22         # PIL's fractional bits of its 8-bit resampling weights
+
+
 class LabelledImages(NamedTuple):
   images: np.ndarray  # uint8 [N, 32, 32, 1], 0..255 (see `to_unit_interval`)
   labels: np.ndarray  # int32 [N] in 0..9, names in CLASSES
 
 
 def resize(images: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
-  """Resizes uint8 [N, H, W] images to [N, size, size] with PIL's bilinear filter, as the authors did.
+  """Resizes uint8 [N, H, W] images to [N, size, size] exactly as PIL's bilinear filter does, as the authors did.
 
-  torchvision's `transforms.Resize(32)` on a PIL image calls `PIL.Image.resize((32, 32), BILINEAR)`: for
-  enlarging, plain bilinear interpolation between pixel centres (half-pixel convention, edges clamped),
-  rounded to uint8. Using PIL itself reproduces those bytes exactly.
+  torchvision's `transforms.Resize(32)` on a PIL image calls `PIL.Image.resize((32, 32), BILINEAR)`. PIL resizes
+  rows, then columns, each pass a weighted sum of at most 3 input pixels per output pixel with integer weights
+  (`_pil_bilinear_weights`, 22 fractional bits), rounded and clipped to uint8 in between. Here each pass is one
+  matrix product of the images with the [out, in] weight matrix, in float64: every product and partial sum is
+  an integer below 2³¹, so the sums are exact in any order and the bytes are PIL's (tests compare with PIL on
+  the real files and random images). ~4× faster than calling PIL per image.
 
   References:
-      Mathieu et al. (2019), released code (`transforms.Resize(32)` for Fashion-MNIST); docs/science.md §5.
+      Mathieu et al. (2019), released code (`transforms.Resize(32)` for Fashion-MNIST); docs/science.md §5;
+      Pillow, `libImaging/Resample.c` (the algorithm, described in `_pil_bilinear_weights`).
   """
-  return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
-                   for im in images])
+  n, h, w = images.shape
+  rows, cols = _pil_bilinear_weights(h, size), _pil_bilinear_weights(w, size)
+  out = np.empty((n, size, size), np.uint8)
+  for i in range(0, n, _RESIZE_CHUNK):
+    x = images[i:i + _RESIZE_CHUNK].astype(np.float64)
+    m = x.shape[0]
+    wide = _round_to_uint8(x.reshape(-1, w) @ cols.T).reshape(m, h, size)            # rows resized: [m, h, size]
+    tall = _round_to_uint8(rows @ wide.transpose(1, 0, 2).reshape(h, m * size))       # columns: [size, m * size]
+    out[i:i + m] = tall.reshape(size, m, size).transpose(1, 0, 2)
+  return out
+
+
+def _pil_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
+  """PIL's integer bilinear weights (as float64) for resampling `in_size` pixels to `out_size`: [out, in].
+
+  Output pixel i is centred at c = (i + ½)·s, s = in/out, in input coordinates; with f = max(s, 1) (the
+  filter widens when shrinking), it reads inputs j in [trunc(c − f + ½), trunc(c + f + ½)) (clamped to the
+  image), weighted by the triangle filter max(0, 1 − |(j − c + ½)/f|), normalised to sum 1, then scaled by
+  2²² and rounded half away from zero (C's cast of w·2²² ± ½). The arithmetic is PIL's, operation for operation.
+  """
+  scale = in_size / out_size
+  filter_scale = max(scale, 1.0)
+  centre = (np.arange(out_size) + 0.5) * scale
+  first = np.maximum((centre - filter_scale + 0.5).astype(np.int64), 0)
+  count = np.minimum((centre + filter_scale + 0.5).astype(np.int64), in_size) - first
+  taps = np.arange(int(np.ceil(filter_scale)) * 2 + 1)
+  used = taps[None, :] < count[:, None]
+  weight = np.maximum(1.0 - np.abs(((taps[None, :] + first[:, None]) - centre[:, None] + 0.5) * (1.0 / filter_scale)),
+                      0.0)
+  weight = np.where(used, weight, 0.0)
+  total = weight[:, 0].copy()
+  for t in taps[1:]:                      # summed in tap order, as PIL does
+    total += weight[:, t]
+  weight = np.where(total[:, None] != 0, weight / np.where(total == 0, 1.0, total)[:, None], weight)
+  weight = np.trunc(weight * (1 << _PRECISION_BITS) + np.where(weight < 0, -0.5, 0.5))
+  dense = np.zeros((out_size, in_size))
+  out_index, tap = np.nonzero(used)
+  dense[out_index, first[out_index] + tap] = weight[out_index, tap]
+  return dense
+
+
+def _round_to_uint8(acc: np.ndarray) -> np.ndarray:
+  """PIL's clip8: (acc + 2²¹) >> 22 clipped to 0..255, in place on float64 integers (exact)."""
+  acc += 1 << (_PRECISION_BITS - 1)
+  acc *= 1.0 / (1 << _PRECISION_BITS)
+  np.floor(acc, out=acc)
+  return np.clip(acc, 0, 255, out=acc)
 
 
 def to_unit_interval(images_u8):

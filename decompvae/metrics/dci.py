@@ -6,6 +6,11 @@ from sklearn import ensemble
 
 from decompvae.metrics import _gbt, utils
 
+# Below this many training points scikit-learn itself is faster than the replica, whose cost is mostly a fixed
+# Python overhead per boosting stage (dSprites' 5 factors, codes of a trained model, 2 cores: 300 points 3.2 s
+# against 7.3 s, 600: 4.9 against 6.9 s, 1,000: 7.7 against 7.0 s, 2,000: 14.7 against 7.8 s).
+AUTO_SKLEARN_BELOW = 1000
+
 
 def dci_disentanglement(importance_DxK: np.ndarray) -> float:
   """D = Σ_i ρ_i (1 − H_K(P_i·)), P_ij = R_ij / Σ_k R_ik, ρ_i = Σ_k R_ik / Σ R (uniform when R = 0).
@@ -35,7 +40,7 @@ def _weighted_one_minus_entropy(r_AxB: np.ndarray) -> float:
 
 
 def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, *,
-                   backend: str = "fast", n_jobs: int = -1) -> tuple[np.ndarray, float, float]:
+                   backend: str = "auto", n_jobs: int = -1) -> tuple[np.ndarray, float, float]:
   """Importance matrix R [D, K] of scikit-learn's `GradientBoostingClassifier(random_state=0)`, one per factor.
 
   R[:, k] = feature_importances_ of the classifier predicting factor k from the codes. `random_state=0` fixes the
@@ -43,17 +48,20 @@ def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
   splits (disentanglement_lib leaves it unseeded, so its DCI varies by ~1e-3 from run to run).
 
   Args:
-    backend: "fast" (default): `decompvae.metrics._gbt`, a replica that grows scikit-learn's trees for all
+    backend: "auto" (default): "sklearn" below `AUTO_SKLEARN_BELOW` training points, where it is the faster,
+      "fast" from there on. "fast": `decompvae.metrics._gbt`, a replica that grows scikit-learn's trees for all
       factors at once (identical trees, leaf values and predictions, importances equal to rounding; see that
-      package), ~15× faster. It needs the scikit-learn versions it is verified on (1.9.x): elsewhere, or when its
-      arithmetic checks fail, it warns and uses "sklearn". "sklearn": scikit-learn itself, one factor after
-      another (5–15 minutes at disentanglement_lib's sizes), kept as the reference.
+      package), ~50× faster at disentanglement_lib's sizes. It needs the scikit-learn versions it is verified on
+      (1.9.x): elsewhere, or when its arithmetic checks fail, it warns and uses "sklearn". "sklearn":
+      scikit-learn itself, one factor after another (5–15 minutes at disentanglement_lib's sizes), the reference.
     n_jobs: threads of the fast backend (-1: one per CPU; factors are split between them; the results agree
       to the last bits of the importances).
 
   Returns:
     (R [D, K], mean train accuracy, mean test accuracy).
   """
+  if backend == "auto":
+    backend = "sklearn" if len(z_train) < AUTO_SKLEARN_BELOW else "fast"
   if backend == "fast":
     reason = _gbt.unsupported_reason(len(z_train))
     if reason is not None:
@@ -65,7 +73,7 @@ def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
     fits = [_fit_sklearn(z_train, y_train[:, k], z_test) for k in range(y_train.shape[1])]
     importance, train_pred, test_pred = (np.stack(parts, axis=-1) for parts in zip(*fits))
   else:
-    raise ValueError(f"backend must be 'fast' or 'sklearn', got {backend!r}")
+    raise ValueError(f"backend must be 'auto', 'fast' or 'sklearn', got {backend!r}")
   train_acc = np.mean(train_pred == y_train, axis=0)
   test_acc = np.mean(test_pred == y_test, axis=0)
   return np.abs(importance), float(train_acc.mean()), float(test_acc.mean())
@@ -77,7 +85,7 @@ def _fit_sklearn(z_train, y_train, z_test):
 
 
 def dci_from_codes(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, *,
-                   backend: str = "fast", n_jobs: int = -1) -> dict[str, float]:
+                   backend: str = "auto", n_jobs: int = -1) -> dict[str, float]:
   """DCI from gradient-boosted-tree importances (see `gbt_importance`, `dci_disentanglement`, `dci_completeness`).
 
   Args:
@@ -105,12 +113,11 @@ def dci_from_codes(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
 
 def dci(data: utils.FactorData, representation_fn: utils.RepresentationFn | None = None, *,
         random_state: int | utils.Rng = 0, num_train: int = 10_000, num_test: int = 5000, batch_size: int = 16,
-        backend: str = "fast", n_jobs: int = -1) -> dict[str, float]:
+        backend: str = "auto", n_jobs: int = -1) -> dict[str, float]:
   """DCI (see `dci_from_codes`) on i.i.d. train and test points, sampled as disentanglement_lib's `compute_dci`.
 
-  At the default sizes the classifiers have 100 trees per class, ~11,300 trees for dSprites' factors: about 60
-  CPU-seconds with the fast backend (measured on 2 shared cores; scikit-learn itself, `backend="sklearn"`, took
-  14 minutes there).
+  At the default sizes the classifiers have 100 trees per class, ~11,300 trees for dSprites' factors: 12–16 s
+  with the fast backend on 2 idle cores (scikit-learn itself, `backend="sklearn"`, took 14 minutes there).
 
   Args:
     data: ground-truth data (`factor_sizes`, `sample_observations_from_factors`), e.g. dSprites or `CodeTable`.

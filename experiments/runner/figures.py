@@ -2,12 +2,19 @@
 
 import os
 
-import jax
-import matplotlib
+import importlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import jax
 import numpy as np
+from etils import epy
+
+
+def _files_only(_):
+  importlib.import_module("matplotlib").use("Agg")   # figures go to files: no display needed
+
+
+with epy.lazy_imports(success_callback=_files_only):   # matplotlib loads when the first figure is drawn
+  import matplotlib.pyplot as plt
 
 NUM_IMAGES = 8
 TRAVERSAL_STEPS = 7
