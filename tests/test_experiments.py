@@ -190,7 +190,8 @@ def test_bad_input_gets_one_clear_error_and_blocks_nothing(tmp_path):
     for part in (message,) if isinstance(message, str) else message:
       assert part in r.stderr, (args, r.stderr[-2000:])
     assert "Traceback" not in r.stderr, (args, r.stderr[-2000:])
-  r = _cli("experiments.pinwheel", "--smoke", "--steps=2", workdir)     # the corrected command goes ahead
+  r = _cli("experiments.pinwheel", "--smoke", "--steps=2", workdir,    # the corrected command goes ahead
+           "--config.eval.iwae_samples=0", "--config.eval.figures=False")
   assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -243,9 +244,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_evaluate_command_takes_eval_overrides_only(tmp_path):
   training.train_and_evaluate(runs.TASKS["pinwheel"], runs.config(steps=2), str(tmp_path))
-  r = _cli("experiments.evaluate", f"--workdir={tmp_path}", "--config.eval.iwae_samples=4")
+  r = _cli("experiments.evaluate", f"--workdir={tmp_path}", "--config.eval.iwae_samples=4",
+           "--config.eval.figures=False")
   assert r.returncode == 0, r.stderr[-2000:]
-  assert json.loads((tmp_path / "summary.json").read_text())["config"]["eval"]["iwae_samples"] == 4
+  evaluated = json.loads((tmp_path / "summary.json").read_text())["config"]["eval"]
+  assert evaluated["iwae_samples"] == 4 and evaluated["figures"] is False
   r = _cli("experiments.evaluate", f"--workdir={tmp_path}", "--config.eval.paper_votes=4")
   assert r.returncode != 0 and "not evaluation settings of a pinwheel run" in r.stderr
   r = _cli("experiments.evaluate", f"--workdir={tmp_path / 'nothing'}")
