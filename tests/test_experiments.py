@@ -56,7 +56,7 @@ _SMALL_SUITE = {"factor_vae": functools.partial(metrics.factor_vae_score, num_tr
 
 
 def test_dsprites_summary_holds_every_metric_under_its_own_name(tmp_path, monkeypatch):
-  monkeypatch.setattr(dsprites, "STANDARD_METRICS", _SMALL_SUITE)
+  monkeypatch.setattr(dsprites, "standard_metrics", lambda: _SMALL_SUITE)
   c = runs.config("dsprites", "anisotropic", steps=4, light_eval=False,   # the whole coarse grid: a CodeTable
                   **{"train.num_devices": 1, "eval.standard_metrics": True, "data.max_examples": 0})
   summary = training.train_and_evaluate(dsprites.TASK, c, str(tmp_path))
@@ -85,7 +85,7 @@ def test_dsprites_heldout_suite_equals_encoding_the_sampled_images(tmp_path, mon
   # rendering and encoding each sampled image again. (DCI is left out: it reads the same sampled codes as the
   # others, and its 100 boosting stages cost seconds of Python each time.)
   suite = {family: metric for family, metric in _SMALL_SUITE.items() if family != "dci"}
-  monkeypatch.setattr(dsprites, "STANDARD_METRICS", suite)
+  monkeypatch.setattr(dsprites, "standard_metrics", lambda: suite)
   c = runs.config("dsprites", steps=2, **{"train.num_devices": 1, "eval.standard_metrics": True,
                                           "data.max_examples": 0, "data.heldout_fraction": 0.25})
   m = training.train_and_evaluate(dsprites.TASK, c, str(tmp_path))["metrics"]
