@@ -68,7 +68,8 @@ def _pil_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
   Output pixel i is centred at c = (i + ½)·s, s = in/out, in input coordinates; with f = max(s, 1) (the
   filter widens when shrinking), it reads inputs j in [trunc(c − f + ½), trunc(c + f + ½)) (clamped to the
   image), weighted by the triangle filter max(0, 1 − |(j − c + ½)/f|), normalised to sum 1, then scaled by
-  2²² and rounded half away from zero (C's cast of w·2²² ± ½). The arithmetic is PIL's, operation for operation.
+  2²² and rounded half up (C's cast of w·2²² + ½; the weights are never negative). The arithmetic is PIL's,
+  operation for operation.
   """
   scale = in_size / out_size
   filter_scale = max(scale, 1.0)
@@ -82,9 +83,8 @@ def _pil_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
   weight = np.where(used, weight, 0.0)
   total = weight[:, 0].copy()
   for t in taps[1:]:                      # summed in tap order, as PIL does
-    total += weight[:, t]
-  weight = np.where(total[:, None] != 0, weight / np.where(total == 0, 1.0, total)[:, None], weight)
-  weight = np.trunc(weight * (1 << _PRECISION_BITS) + np.where(weight < 0, -0.5, 0.5))
+    total += weight[:, t]                 # > 0: the nearest input is within ½ of the centre
+  weight = np.trunc(weight / total[:, None] * (1 << _PRECISION_BITS) + 0.5)
   dense = np.zeros((out_size, in_size))
   out_index, tap = np.nonzero(used)
   dense[out_index, first[out_index] + tap] = weight[out_index, tap]
