@@ -54,8 +54,8 @@ def gbt_importance(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
       package), ~50× faster at disentanglement_lib's sizes. It needs the scikit-learn versions it is verified on
       (1.9.x): elsewhere, or when its arithmetic checks fail, it warns and uses "sklearn". "sklearn":
       scikit-learn itself, one factor after another (5–15 minutes at disentanglement_lib's sizes), the reference.
-    n_jobs: threads of the fast backend (-1: one per CPU; factors are split between them; the results agree
-      to the last bits of the importances).
+    n_jobs: threads of the fast backend (-1: one per CPU; factors are split between them). The results do not
+      depend on it, to the bit (tested, as is the independence of numpy's SIMD level: tests/simd_levels.sh).
 
   Returns:
     (R [D, K], mean train accuracy, mean test accuracy).

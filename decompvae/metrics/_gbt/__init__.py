@@ -45,8 +45,8 @@ def fit_gbt_classifiers(codes_train: np.ndarray, factors_train: np.ndarray, code
     codes_test: [M, D] codes to predict.
     n_estimators, learning_rate, random_state: scikit-learn's parameters (the rest are its defaults);
       `random_state` fixes the order in which features are tried, which decides between equally good splits.
-    n_jobs: threads (-1: one per CPU); the factors are split between them by number of trees. Trees and
-      predictions do not depend on it; importances can differ in their last bits (sums of other trees' widths).
+    n_jobs: threads (-1: one per CPU); the factors are split between them by number of trees. Nothing returned
+      depends on it, to the bit: each sum runs over one tree's own values in an order fixed by the samples.
 
   Returns:
     (importance [D, F] = feature_importances_ per factor, train predictions [N, F], test predictions [M, F]).
