@@ -7,9 +7,11 @@ with the number of devices; XLA inserts the collectives. See BUILD_NOTES.md ("Da
 """
 
 from collections.abc import Sequence
+import hashlib
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -56,8 +58,51 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places every leaf of `tree` on all devices of `mesh` (works across processes)."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places every leaf of `tree` on all devices of `mesh` (works across processes).
+
+  Across processes each process passes its own copy of the host values (numpy arrays, uncommitted jax arrays),
+  which must be equal: they are checked with one all-gather of per-leaf fingerprints, and a leaf that differs
+  raises ValueError naming it. (`jax.device_put` would check each leaf by all-gathering the leaf itself.)
+  """
+  sharding = replicated(mesh)
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  host = {jax.tree_util.keystr(path): _host_value(x) for path, x in flat if _is_host_value(x)}
+  _check_same_on_every_process(host)
+  placed = []
+  for path, x in flat:
+    v = host.get(jax.tree_util.keystr(path))
+    placed.append(jax.device_put(x, sharding) if v is None else
+                  jax.make_array_from_callback(v.shape, sharding, v.__getitem__))
+  return jax.tree.unflatten(treedef, placed)
+
+
+def _is_host_value(x) -> bool:
+  """A value each process holds in full: a numpy array or scalar, or a local jax array that is not committed
+  to a device and not weakly typed (numpy cannot carry weak types)."""
+  if isinstance(x, (np.ndarray, np.generic)):
+    return True
+  return isinstance(x, jax.Array) and x.is_fully_addressable and not x.committed and not x.weak_type
+
+
+def _host_value(x) -> np.ndarray:
+  x = np.asarray(x)
+  return x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+
+
+def _check_same_on_every_process(values: dict[str, np.ndarray]) -> None:
+  """Raises ValueError unless every process holds the same `values` (one all-gather of 8-byte fingerprints)."""
+  def fingerprint(v):
+    digest = hashlib.blake2b(f"{v.dtype.str}{v.shape}".encode(), digest_size=8)
+    digest.update(np.ascontiguousarray(v).view(np.uint8).reshape(-1))
+    return np.frombuffer(digest.digest(), np.uint32)
+  mine = np.stack([fingerprint(v) for v in values.values()]) if values else np.zeros((0, 2), np.uint32)
+  every = np.asarray(multihost_utils.process_allgather(mine))             # [processes, leaves, 2]
+  differ = [name for k, name in enumerate(values) if np.any(every[:, k] != every[0, k])]
+  if differ:
+    raise ValueError(f"replicate: processes passed different values for {', '.join(differ)}; every process "
+                     "must pass the same values (e.g. the same seed and data)")
 
 
 def shard_host_batch(local_batch: np.ndarray, mesh: Mesh, batch_size: int | None = None) -> jax.Array:

@@ -15,18 +15,56 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, steps, *extra):
+def _run_two(command):
+  """Runs `command(process_id, port)` (an argument list) as two processes; their outputs."""
   port = _free_port()
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "experiments.pinwheel", "--smoke", f"--steps={steps}", f"--workdir={workdir}",
-       "--multiprocess", f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
-       "--config.train.checkpoint_every_steps=2", *extra],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  procs = [subprocess.Popen(command(i, port), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
   outs = [p.communicate(timeout=400)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
   return outs
+
+
+def _launch(workdir, steps, *extra):
+  return _run_two(lambda i, port: [
+      sys.executable, "-m", "experiments.pinwheel", "--smoke", f"--steps={steps}", f"--workdir={workdir}",
+      "--multiprocess", f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
+      "--config.train.checkpoint_every_steps=2", *extra])
+
+
+# Each process replicates the same host values (one all-gather of fingerprints, counted), then values that
+# differ in one leaf.
+_REPLICATE = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.experimental import multihost_utils
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from decompvae import parallel
+gathers = []
+gather = multihost_utils.process_allgather
+multihost_utils.process_allgather = lambda *a, **k: gathers.append(1) or gather(*a, **k)
+mesh = parallel.make_mesh()
+tree = {"w": np.arange(6.0).reshape(2, 3), "step": jnp.zeros((), jnp.int32), "seeds": [np.uint32(7)]}
+out = parallel.replicate(tree, mesh)
+for leaf, value in zip(jax.tree.leaves(out), (7, 0, [[0, 1, 2], [3, 4, 5]])):   # seeds, step, w
+  assert not leaf.is_fully_addressable and leaf.sharding.spec == jax.sharding.PartitionSpec()
+  for shard in leaf.addressable_shards:
+    np.testing.assert_array_equal(shard.data, value)
+print("dtypes", [str(leaf.dtype) for leaf in jax.tree.leaves(out)], "gathers", len(gathers))
+try:
+  parallel.replicate({"w": np.ones(3), "seed": np.array(int(sys.argv[2]))}, mesh)
+except ValueError as e:
+  print("error:", e)
+"""
+
+
+def test_replicate_checks_every_leaf_with_one_gather_and_names_the_leaf_that_differs():
+  outs = _run_two(lambda i, port: [sys.executable, "-c", _REPLICATE, f"localhost:{port}", str(i)])
+  for out in outs:
+    assert "dtypes ['uint32', 'int32', 'float32'] gathers 1" in out, out[-3000:]
+    assert "error: replicate: processes passed different values for ['seed']" in out, out[-3000:]
 
 
 def test_two_processes_train_a_sweep_checkpoint_and_resume(tmp_path):
