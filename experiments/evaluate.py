@@ -51,6 +51,7 @@ _MULTIPROCESS = flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.i
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "--multiprocess: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "--multiprocess: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "--multiprocess: this process's index.")
+_COMPILATION_CACHE = devices.define_compilation_cache_flag()
 config_flags.DEFINE_config_dict("config", _eval_fields(), "Evaluation settings, e.g. "
                                           "--config.eval.paper_votes=5000.")
 
@@ -124,6 +125,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if flags.FLAGS.verbosity < 1:
     writer_lib.quiet_console()
+  devices.use_compilation_cache(_COMPILATION_CACHE.value)
   if _MULTIPROCESS.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   else:

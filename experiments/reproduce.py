@@ -291,6 +291,7 @@ def define_flags() -> None:
   flags.DEFINE_string("out", "reports/reproduction", "Where each claim's report goes (<claim>/).")
   flags.DEFINE_list("rows", [], "Only these rows of the claim (e.g. to run rows in parallel processes); "
                     "the verdict is written when a command runs them all.")
+  devices.define_compilation_cache_flag()
 
 
 def main(argv):
@@ -299,6 +300,7 @@ def main(argv):
   f = flags.FLAGS
   if f.verbosity < 1:
     writer_lib.quiet_console()
+  devices.use_compilation_cache(f.compilation_cache)
   devices.use_cpu_cores()
   names = list(CLAIMS) if f.claim == "all" else [f.claim]
   try:

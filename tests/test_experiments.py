@@ -165,7 +165,7 @@ def _cli(module, *args, cwd=ROOT, **kw):
 def test_each_entry_point_lists_its_own_flags(module, own):
   r = _cli(module, "--help")                                          # (absl's --help exits with status 1)
   assert "Traceback" not in r.stderr, r.stderr
-  for flag in ["prior", "beta", "alpha", "workdir", "steps", "smoke", "config", "sweep", *own]:
+  for flag in ["prior", "beta", "alpha", "workdir", "steps", "smoke", "config", "sweep", "compilation_cache", *own]:
     assert re.search(rf"^  --(\[no\])?{flag}:", r.stdout, re.MULTILINE), flag
   assert "python -m " + module in r.stdout                            # the usage: commands per figure
   assert "--jax_" not in r.stdout
@@ -221,6 +221,7 @@ def test_default_workdir_console_and_log_file(tmp_path):
   workdir = tmp_path / "workdirs" / "pinwheel-mixture-smoke"
   assert json.loads((workdir / "summary.json").read_text())["step"] == 6
   assert "checkpoint_manager" not in r.stderr and "step 6/6" in r.stderr      # orbax's INFO goes to the file
+  assert f"compilation cache: {os.environ['JAX_COMPILATION_CACHE_DIR']}" in r.stderr   # the session's (conftest)
   assert "checkpoint_manager" in (workdir / "log.txt").read_text()
   assert len(r.stderr.splitlines()) < 40
 

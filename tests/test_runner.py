@@ -155,6 +155,16 @@ def test_meshes_use_as_many_devices_as_split_the_work():
   assert devices.member_mesh(4, max_devices=2).devices.size == 2
 
 
+def test_compilation_cache_directory_from_the_flag_then_the_environment():
+  home = os.path.expanduser("~")
+  assert devices.compilation_cache_dir("/c", {"JAX_COMPILATION_CACHE_DIR": "/j"}) == "/c"     # the flag first
+  assert devices.compilation_cache_dir("~/c", {}) == os.path.join(home, "c")
+  assert devices.compilation_cache_dir("", {"JAX_COMPILATION_CACHE_DIR": "/j"}) is None       # '' turns it off
+  assert devices.compilation_cache_dir(None, {"JAX_COMPILATION_CACHE_DIR": "/j", "XDG_CACHE_HOME": "/x"}) == "/j"
+  assert devices.compilation_cache_dir(None, {"XDG_CACHE_HOME": "/x"}) == "/x/decompvae/jax"
+  assert devices.compilation_cache_dir(None, {}) == os.path.join(home, ".cache", "decompvae", "jax")
+
+
 def test_sweep_members_are_parsed_or_refused():
   c = runs.config()
   assert list(sweep.members(c, _sweep(beta="0,1", seeds=2))) == ["beta=0,seed=0", "beta=0,seed=1",

@@ -52,6 +52,7 @@ def define_flags(task: task_lib.Task) -> dict[str, str]:
   flags.DEFINE_integer("cpu_devices", None, "When JAX runs on the CPU, split it into this many devices for "
                        "data parallelism (default: one per core; with --multiprocess, JAX's default).",
                        lower_bound=1)
+  devices.define_compilation_cache_flag()
   flags.DEFINE_enum("data_source", None, task.data_sources, "Where the data come from (see above).")
   flags.DEFINE_enum("divergence", None, divergences.DIVERGENCES, "The divergence D(q(z), p(z)).")
   shortcuts = {**COMMON_SHORTCUTS, **task.shortcuts}
@@ -84,11 +85,13 @@ def resolve_config(task: task_lib.Task, shortcuts: dict[str, str]):
 
 def _start_jax() -> None:
   fl = flags.FLAGS
+  cache = devices.use_compilation_cache(fl.compilation_cache)
   if fl.cpu_devices or not fl.multiprocess:
     devices.use_cpu_cores(fl.cpu_devices or 0)
   if fl.multiprocess:
     jax.distributed.initialize(fl.coordinator_address, fl.num_processes, fl.process_id)
-  logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
+  logging.info("process %d/%d, devices: %s; compilation cache: %s", jax.process_index(), jax.process_count(),
+               jax.devices(), cache or "off")
 
 
 def main(task: task_lib.Task, shortcuts: dict[str, str], argv) -> None:
