@@ -14,10 +14,6 @@ from experiments.runner.errors import RunError
 # --compilation_cache belongs to the entry module that defines it, so that its --help lists it.
 flags.disclaim_key_flags()
 
-# Bounds the default cache: JAX deletes the least recently used entries beyond it (a smoke run writes ~2 MB).
-CACHE_MAX_BYTES = 2 << 30
-
-
 def define_compilation_cache_flag() -> flags.FlagHolder:
   """Defines --compilation_cache (every entry point has it)."""
   return flags.DEFINE_string(
@@ -41,7 +37,8 @@ def use_compilation_cache(flag: str | None) -> str | None:
 
   Every program, however quick to compile, is kept (JAX's default keeps those over 1 s): a smoke run then
   starts 3x sooner the second time (BUILD_NOTES.md, "Compilation cache"). JAX warns and compiles again
-  when an entry or the directory cannot be used.
+  when an entry or the directory cannot be used. The cache is not bounded (about 2 MB per configuration);
+  deleting the directory at any time is safe.
   """
   directory = compilation_cache_dir(flag)
   if directory is None:
@@ -50,8 +47,6 @@ def use_compilation_cache(flag: str | None) -> str | None:
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  if jax.config.jax_compilation_cache_max_size == -1:
-    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
   return directory
 
 
