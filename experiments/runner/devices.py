@@ -11,25 +11,26 @@ from absl import logging
 from decompvae import parallel
 from experiments.runner.errors import RunError
 
+# Beside the rendered data's cache (config.DEFAULT_CACHE_DIR).
+DEFAULT_COMPILATION_CACHE = "~/.cache/decompvae/jax"
+
 # --compilation_cache belongs to the entry module that defines it, so that its --help lists it.
 flags.disclaim_key_flags()
+
 
 def define_compilation_cache_flag() -> flags.FlagHolder:
   """Defines --compilation_cache (every entry point has it)."""
   return flags.DEFINE_string(
       "compilation_cache", None, "Directory of JAX's persistent compilation cache, so that a rerun, a resumed "
       "run or an evaluation skips compiling what an earlier one compiled; '' turns it off. Default: "
-      "$JAX_COMPILATION_CACHE_DIR if set, else $XDG_CACHE_HOME/decompvae/jax (~/.cache/decompvae/jax).")
+      f"$JAX_COMPILATION_CACHE_DIR if set, else {DEFAULT_COMPILATION_CACHE}.")
 
 
 def compilation_cache_dir(flag: str | None, environ=os.environ) -> str | None:
   """The persistent compilation cache's directory (None: off) for the --compilation_cache flag's value."""
   if flag is not None:
     return os.path.expanduser(flag) or None
-  if environ.get("JAX_COMPILATION_CACHE_DIR"):
-    return environ["JAX_COMPILATION_CACHE_DIR"]
-  cache_home = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(cache_home, "decompvae", "jax")
+  return environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.expanduser(DEFAULT_COMPILATION_CACHE)
 
 
 def use_compilation_cache(flag: str | None) -> str | None:
