@@ -35,7 +35,7 @@ def _launch(workdir, steps, *extra):
 
 
 # Each process replicates the same host values (one all-gather of fingerprints, counted), then values that
-# differ in one leaf.
+# differ in one leaf. Each result is printed in one write, which XLA's own output on the same pipe cannot split.
 _REPLICATE = """
 import sys
 import jax, jax.numpy as jnp, numpy as np
@@ -52,11 +52,11 @@ for leaf, value in zip(jax.tree.leaves(out), (7, 0, [[0, 1, 2], [3, 4, 5]])):   
   assert not leaf.is_fully_addressable and leaf.sharding.spec == jax.sharding.PartitionSpec()
   for shard in leaf.addressable_shards:
     np.testing.assert_array_equal(shard.data, value)
-print("dtypes", [str(leaf.dtype) for leaf in jax.tree.leaves(out)], "gathers", len(gathers))
+print(f"dtypes {[str(leaf.dtype) for leaf in jax.tree.leaves(out)]} gathers {len(gathers)}")
 try:
   parallel.replicate({"w": np.ones(3), "seed": np.array(int(sys.argv[2]))}, mesh)
 except ValueError as e:
-  print("error:", e)
+  print(f"error: {e}")
 """
 
 
