@@ -1,4 +1,5 @@
-"""Two JAX processes on one CPU machine (localhost coordinator): a sweep trains, checkpoints and resumes."""
+"""Two JAX processes on one CPU machine (localhost coordinator): replicated values, and a sweep that trains,
+checkpoints and resumes."""
 
 import json
 import os
