@@ -68,13 +68,11 @@ def replicate(tree, mesh: Mesh):
   if sharding.is_fully_addressable:
     return jax.device_put(tree, sharding)
   flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-  host = {jax.tree_util.keystr(path): _host_value(x) for path, x in flat if _is_host_value(x)}
+  leaves = {jax.tree_util.keystr(path): x for path, x in flat}
+  host = {name: _host_value(x) for name, x in leaves.items() if _is_host_value(x)}
   _check_same_on_every_process(host)
-  placed = []
-  for path, x in flat:
-    v = host.get(jax.tree_util.keystr(path))
-    placed.append(jax.device_put(x, sharding) if v is None else
-                  jax.make_array_from_callback(v.shape, sharding, v.__getitem__))
+  placed = [jax.make_array_from_callback(host[name].shape, sharding, host[name].__getitem__) if name in host
+            else jax.device_put(x, sharding) for name, x in leaves.items()]
   return jax.tree.unflatten(treedef, placed)
 
 

@@ -1,8 +1,7 @@
 """Figures every image experiment draws: data and reconstructions, decoded prior samples, latent traversals."""
 
-import os
-
 import importlib
+import os
 
 import jax
 import numpy as np
