@@ -8,6 +8,7 @@ The dSprites network is docs/science.md §4's, written here from that descriptio
 initialisation (as the authors use): conv encoder, transposed-conv decoder, Bernoulli likelihood, the β-VAE
 loss with N(0, I), Adam with AMSGrad, batch 64. The MMD case times value and gradient of the dimension-wise
 IMQ MMD written the direct way (B×B×D differences per scale), B = 500, D = 50. Prints one JSON object.
+Where torch is installed, tests/test_networks.py checks that `DSprites` computes our dSprites networks.
 """
 
 import argparse
@@ -32,7 +33,7 @@ class DSprites(nn.Module):
     self.heads = nn.Linear(128, 2 * d)
     self.dec = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 1024), nn.ReLU(),
                              nn.Unflatten(1, (64, 4, 4)), nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
-                             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, 32, 4, 2, 1),
+                             nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, 2, 1),
                              nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1))
 
   def forward(self, x):
