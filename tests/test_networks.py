@@ -271,7 +271,8 @@ def test_dsprites_networks_equal_the_pytorch_benchmark_port():
   t = lambda a: torch.from_numpy(np.array(a, np.float32))
   nhwc_to_nchw = lambda n: np.arange(n * 16).reshape(4, 4, n).transpose(2, 0, 1).ravel()  # torch index -> ours
   port = torch_reference.DSprites(d=10)
-  convs, convs_t = [m for m in port.enc if isinstance(m, torch.nn.Conv2d)], port.dec[5::2]
+  convs = [m for m in port.enc if isinstance(m, torch.nn.Conv2d)]
+  convs_t = [m for m in port.dec if isinstance(m, torch.nn.ConvTranspose2d)]
   linears = [m for m in port.dec if isinstance(m, torch.nn.Linear)]
   with torch.no_grad():
     for i, m in enumerate(convs):                    # Conv2d weight [O, C, 4, 4]
