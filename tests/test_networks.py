@@ -265,7 +265,8 @@ def test_dsprites_networks_equal_the_pytorch_benchmark_port():
   z = rng.normal(size=(2, 10)).astype(np.float32)
   enc, dec = networks.DSpritesEncoder(10), networks.DSpritesDecoder()
   small = lambda tree: jax.tree.map(lambda a: np.array(a) / 4, tree)   # keeps exp(½·logvar) finite
-  pe, pd = small(_random_variables(enc, x.shape, rng)["params"]), small(_random_variables(dec, z.shape, rng)["params"])
+  pe = small(_random_variables(enc, x.shape, rng)["params"])
+  pd = small(_random_variables(dec, z.shape, rng)["params"])
   (loc, scale), logits = _apply_both(enc, dec)({"params": pe}, {"params": pd}, x, z)
 
   t = lambda a: torch.from_numpy(np.array(a, np.float32))
@@ -274,21 +275,21 @@ def test_dsprites_networks_equal_the_pytorch_benchmark_port():
   convs = [m for m in port.enc if isinstance(m, torch.nn.Conv2d)]
   convs_t = [m for m in port.dec if isinstance(m, torch.nn.ConvTranspose2d)]
   linears = [m for m in port.dec if isinstance(m, torch.nn.Linear)]
+
+  def load(module, weight, bias):
+    module.weight.copy_(t(weight))
+    module.bias.copy_(t(bias))
+
   with torch.no_grad():
     for i, m in enumerate(convs):                    # Conv2d weight [O, C, 4, 4]
-      m.weight.copy_(t(np.transpose(pe[f"Conv4x4s2_{i}"]["kernel"], (3, 2, 0, 1))))
-      m.bias.copy_(t(pe[f"Conv4x4s2_{i}"]["bias"]))
+      load(m, np.transpose(pe[f"Conv4x4s2_{i}"]["kernel"], (3, 2, 0, 1)), pe[f"Conv4x4s2_{i}"]["bias"])
     for i, m in enumerate(convs_t):                  # ConvTranspose2d weight [C, O, 4, 4]
-      m.weight.copy_(t(np.transpose(pd[f"Conv4x4s2_{i}"]["kernel"], (2, 3, 0, 1))))
-      m.bias.copy_(t(pd[f"Conv4x4s2_{i}"]["bias"]))
-    port.enc[-1].weight.copy_(t(np.asarray(pe["Dense_0"]["kernel"])[nhwc_to_nchw(64)].T))
-    port.enc[-1].bias.copy_(t(pe["Dense_0"]["bias"]))
-    port.heads.weight.copy_(t(np.concatenate([pe["Dense_1"]["kernel"], pe["Dense_2"]["kernel"]], 1).T))
-    port.heads.bias.copy_(t(np.concatenate([pe["Dense_1"]["bias"], pe["Dense_2"]["bias"]])))
-    linears[0].weight.copy_(t(np.asarray(pd["Dense_0"]["kernel"]).T))
-    linears[0].bias.copy_(t(pd["Dense_0"]["bias"]))
-    linears[1].weight.copy_(t(np.asarray(pd["Dense_1"]["kernel"])[:, nhwc_to_nchw(64)].T))
-    linears[1].bias.copy_(t(np.asarray(pd["Dense_1"]["bias"])[nhwc_to_nchw(64)]))
+      load(m, np.transpose(pd[f"Conv4x4s2_{i}"]["kernel"], (2, 3, 0, 1)), pd[f"Conv4x4s2_{i}"]["bias"])
+    load(port.enc[-1], pe["Dense_0"]["kernel"][nhwc_to_nchw(64)].T, pe["Dense_0"]["bias"])
+    load(port.heads, np.concatenate([pe["Dense_1"]["kernel"], pe["Dense_2"]["kernel"]], 1).T,
+         np.concatenate([pe["Dense_1"]["bias"], pe["Dense_2"]["bias"]]))
+    load(linears[0], pd["Dense_0"]["kernel"].T, pd["Dense_0"]["bias"])
+    load(linears[1], pd["Dense_1"]["kernel"][:, nhwc_to_nchw(64)].T, pd["Dense_1"]["bias"][nhwc_to_nchw(64)])
     torch_loc, torch_logvar = port.heads(port.enc(t(x.transpose(0, 3, 1, 2)))).chunk(2, -1)
     torch_logits = port.dec(t(z)).numpy().transpose(0, 2, 3, 1)
   np.testing.assert_allclose(loc, torch_loc.numpy(), rtol=1e-4, atol=1e-4)
