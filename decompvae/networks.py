@@ -4,6 +4,7 @@ dSprites conv, Fashion-MNIST DCGAN, pinwheel MLP.
 """
 
 from collections.abc import Sequence
+import math
 
 import flax.linen as nn
 import jax
@@ -68,9 +69,29 @@ def _swap_io(kernel):
   return jnp.swapaxes(kernel, -2, -1)
 
 
+def _kernel_grad_whole(x, g, kernel):
+  return jax.vjp(lambda k: _conv_strided(x, k), kernel)[1](g)[0]
+
+
+# XLA:CPU computes a kernel gradient as a convolution over the batch; where g is large per image it runs
+# faster in slices of g's channels (the dSprites decoder's third layer: 9 → 5 ms alone; the 2-device step
+# +5%, median of 17 alternated process pairs; BUILD_NOTES "Networks"). One-channel inputs never gain. The rule is per image, so GSPMD's global
+# shapes give the same split on any number of devices. The sums are the same, their rounding may differ.
+_KERNEL_GRAD_SLICE_BYTES_PER_IMAGE = 32 << 10
+
+
+def _kernel_grad_sliced(x, g, kernel):
+  channel_bytes = math.prod(g.shape[1:-1]) * g.dtype.itemsize
+  width = max(1, _KERNEL_GRAD_SLICE_BYTES_PER_IMAGE // channel_bytes)
+  if x.shape[-1] == 1 or g.shape[-1] <= width:
+    return _kernel_grad_whole(x, g, kernel)
+  return jnp.concatenate([_kernel_grad_whole(x, g[..., i:i + width], kernel[..., i:i + width])
+                          for i in range(0, g.shape[-1], width)], axis=-1)
+
+
 def _kernel_grad(x, g, kernel):
   """∂⟨conv_strided(x, K), g⟩/∂K (linear in K, so `kernel` only gives the shape)."""
-  return jax.vjp(lambda k: _conv_strided(x, k), kernel)[1](g)[0]
+  return lax.platform_dependent(x, g, kernel, cpu=_kernel_grad_sliced, default=_kernel_grad_whole)
 
 
 @jax.custom_vjp

@@ -44,13 +44,15 @@ def _lax_conv(x, w):
   return lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DN)
 
 
-SHAPES = [((2, 5, 6, 3), 2), ((3, 4, 4, 1), 1), ((1, 2, 8, 4), 5)]   # (x shape, O): odd/non-square, 1 channel
+# (x shape, O): odd/non-square, 1 channel, and two whose kernel gradient runs in slices of channels on CPU (a
+# layer input, or a convolution's output, over 32 KiB per image: 8·8·136 floats, sliced 128 + 8).
+SHAPES = [((2, 5, 6, 3), 2), ((3, 4, 4, 1), 1), ((1, 2, 8, 4), 5), ((2, 8, 8, 136), 2), ((2, 8, 8, 3), 136)]
 
 
 @pytest.mark.parametrize("x_shape, o", SHAPES)
 def test_conv_transpose_equals_definition_and_lax(x_shape, o):
   rng = np.random.default_rng(0)
-  x, w = _rand(rng, *x_shape), _rand(rng, 4, 4, x_shape[-1], o)
+  x, w = _rand(rng, *x_shape), _rand(rng, 4, 4, x_shape[-1], o) / np.sqrt(16 * x_shape[-1])   # y ~ 1
   y = jax.jit(networks.conv_transpose4x4s2)(x, w)
   np.testing.assert_allclose(y, _numpy_conv_transpose(x, w), atol=1e-5)
   np.testing.assert_allclose(y, _lax_conv_transpose(x, w), atol=1e-5)
@@ -68,7 +70,7 @@ def test_conv_transpose_equals_definition_and_lax(x_shape, o):
 def test_conv_equals_definition_and_lax(x_shape, o):
   rng = np.random.default_rng(1)
   b, h, w_, c = x_shape
-  x, w = _rand(rng, b, 2 * h, 2 * w_, c), _rand(rng, 4, 4, c, o)
+  x, w = _rand(rng, b, 2 * h, 2 * w_, c), _rand(rng, 4, 4, c, o) / np.sqrt(16 * c)
   y = jax.jit(networks.conv4x4s2)(x, w)
   np.testing.assert_allclose(y, _numpy_conv(x, w), atol=1e-5)
   r = _rand(rng, *y.shape)
